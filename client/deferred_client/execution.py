@@ -1,0 +1,161 @@
+"""What every app-side handler does with a delivery: check it may run, run it, and answer as ``deferred`` does."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import logging
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import SECRET_ENV, current_config
+from .errors import PermanentTaskFailure, SingularTaskFailure
+from .serialize import run
+from .signing import verify
+
+__all__ = ["Reply", "TaskRequest", "execute", "execute_async", "refusal", "set_log_level"]
+
+logger = logging.getLogger(__name__)
+
+#: The level the handlers log each task's headers at (App Engine's default: INFO).
+_log_level = logging.INFO
+TASK_NAME = "x-appengine-taskname"
+SIGNATURE = "x-deferred-signature"
+#: The documented spelling of the headers that are logged.
+SPELLING = {
+    name.lower(): name
+    for name in (
+        "X-AppEngine-QueueName",
+        "X-AppEngine-TaskName",
+        "X-AppEngine-TaskRetryCount",
+        "X-AppEngine-TaskExecutionCount",
+        "X-AppEngine-TaskETA",
+        "X-AppEngine-TaskPreviousResponse",
+        "X-AppEngine-TaskRetryReason",
+        "X-AppEngine-FailFast",
+    )
+}
+XSRF = "Detected an attempted XSRF attack. "
+EXCERPT = 1000
+
+
+def set_log_level(log_level: int) -> None:
+    """Set the level the handlers log task headers at (``logging.INFO`` by default)."""
+    global _log_level
+    _log_level = log_level
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A delivery as any framework hands it over: ``headers`` holds the ``X-*`` ones, names in lower case."""
+
+    method: str
+    headers: Mapping[str, str]
+    body: bytes
+    #: the peer's IP address (``None`` when unknown, e.g. over a Unix socket).
+    peer: str | None
+
+    @property
+    def task_name(self) -> str:
+        """The ``X-AppEngine-TaskName`` header (empty when absent)."""
+        return self.headers.get(TASK_NAME, "")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to a delivery."""
+
+    status: int
+    text: str
+
+    @property
+    def body(self) -> bytes:
+        """The answer's body."""
+        return self.text.encode()
+
+
+SUCCESS = Reply(200, "Success")
+
+
+def is_loopback(peer: str | None) -> bool:
+    """Whether ``peer`` is a loopback address (127.0.0.0/8, ::1, or IPv4-mapped loopback)."""
+    if not peer:
+        return False
+    try:
+        ip = ipaddress.ip_address(peer.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _forbidden(message: str) -> Reply:
+    logger.error(message)
+    return Reply(403, message)
+
+
+def refusal(request: TaskRequest, secret: str | None = None) -> Reply | None:
+    """Why a delivery may not run (a 403 or 405 ``Reply``), or ``None``; ``secret`` defaults to the configured one."""
+    if request.method != "POST":
+        return Reply(405, f"Deferred tasks are POSTed; {request.method} is not allowed.")
+    if TASK_NAME not in request.headers:
+        return _forbidden(XSRF + "The header 'X-AppEngine-Taskname' was not set.")
+    secret = secret if secret is not None else current_config().secret
+    if secret:
+        signature = request.headers.get(SIGNATURE)
+        if not signature or not verify(secret, request.task_name, request.body, signature):
+            return _forbidden(
+                XSRF + "The X-Deferred-Signature header is missing or wrong: the request was not signed by the task"
+                f" queue emulator with this app's secret ({SECRET_ENV})."
+            )
+    elif not is_loopback(request.peer):
+        return _forbidden(
+            XSRF + f"The request came from {request.peer or 'an unknown address'}, not from a loopback address, and no"
+            f" secret is configured: set {SECRET_ENV} (and run the emulator with --secret) to accept it."
+        )
+    if logger.isEnabledFor(_log_level):
+        shown = [f"{SPELLING.get(k, k)}:{v}" for k, v in request.headers.items() if k.startswith("x-appengine-")]
+        logger.log(_log_level, ", ".join(shown))
+    return None
+
+
+def _failed(request: TaskRequest, exc: Exception) -> Reply:
+    """The answer for a deferred call that raised ``exc``, logged as App Engine logs it."""
+    name = request.task_name
+    if isinstance(exc, SingularTaskFailure):
+        logger.debug("Task %s failed once (SingularTaskFailure); a retry is forced", name)
+        return Reply(408, "SingularTaskFailure")
+    if isinstance(exc, PermanentTaskFailure):
+        logger.exception("Task %s failed permanently; it will not be retried", name, exc_info=exc)
+        return Reply(200, "PermanentTaskFailure")
+    logger.exception("Task %s failed; it will be retried", name, exc_info=exc)
+    return Reply(500, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+
+
+async def _wait(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def execute(request: TaskRequest) -> Reply:
+    """Run the deferred call in this thread (awaiting it with ``asyncio.run`` if it is a coroutine)."""
+    try:
+        result = run(request.body)
+        if inspect.isawaitable(result):
+            asyncio.run(_wait(result))
+    except Exception as exc:
+        return _failed(request, exc)
+    return SUCCESS
+
+
+async def execute_async(request: TaskRequest) -> Reply:
+    """Run the deferred call in a worker thread, so it cannot block the loop; coroutines are awaited on the loop."""
+    try:
+        result = await asyncio.to_thread(run, request.body)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        return _failed(request, exc)
+    return SUCCESS

@@ -1,0 +1,186 @@
+"""The Cloud Tasks v2 REST API (a subset), so Google's own client works against the emulator."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import InvalidArgument, NotFound, PermissionDenied
+from ..models import QueueConfig, QueueState
+from .common import emulator_of, json_response, page_size, read_json
+from .queues_json import queue_changes, queue_to_json
+from .stats import queue_stats
+from .tasks_json import response_view, task_from_json, task_to_json
+
+PREFIX = r"/{version:v2|v2beta3}/projects/{project}/locations/{location}"
+
+
+def parent_of(request: web.Request) -> str:
+    """``projects/P/locations/L`` as the request named it."""
+    return f"projects/{request.match_info['project']}/locations/{request.match_info['location']}"
+
+
+def split_action(segment: str, allowed: tuple[str, ...]) -> tuple[str, str]:
+    """``name:action`` into its parts; unknown actions are 404."""
+    name, _, action = segment.partition(":")
+    if action and action not in allowed:
+        raise NotFound(f"Unknown method {action!r}.")
+    return name, action
+
+
+def _encode_token(eta_us: int, task_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{eta_us}:{task_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int, int]:
+    try:
+        eta, task_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        return int(eta), int(task_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidArgument("Invalid page token.") from exc
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    """ListQueues."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    names = sorted(emulator.queues)
+    token = request.query.get("pageToken")
+    if token:
+        try:
+            after = base64.urlsafe_b64decode(token.encode() + b"==").decode("utf-8", "replace")
+        except (ValueError, binascii.Error) as exc:
+            raise InvalidArgument("Invalid page token.") from exc
+        names = [n for n in names if n > after]
+    size = page_size(request, 100, 9800)
+    stats = await queue_stats(request)
+    out: dict[str, Any] = {"queues": [queue_to_json(emulator.queues[n], parent, stats.get(n)) for n in names[:size]]}
+    if len(names) > size:
+        out["nextPageToken"] = base64.urlsafe_b64encode(names[size - 1].encode()).decode()
+    return json_response(out)
+
+
+async def create_queue(request: web.Request) -> web.Response:
+    """CreateQueue: the body is the Queue itself."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    data = await read_json(request, required=True)
+    name = data.get("name")
+    if not isinstance(name, str) or "/queues/" not in name or not name.startswith("projects/"):
+        raise InvalidArgument(
+            'Queue name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>".'
+        )
+    prefix, _, queue_id = name.rpartition("/queues/")
+    if prefix != parent:
+        raise InvalidArgument(f"{name} must begin with {parent}.")
+    base = QueueConfig(queue_id)
+    queue = await emulator.create_queue(base.with_changes(**queue_changes(data, base)))
+    return json_response(queue_to_json(queue, parent))
+
+
+async def queue_resource(request: web.Request) -> web.Response:
+    """GetQueue, UpdateQueue, DeleteQueue and the :pause/:resume/:purge methods."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    name, action = split_action(request.match_info["queue"], ("pause", "resume", "purge"))
+    if request.method == "POST":
+        if not action:
+            raise NotFound("Unknown method.")
+        await read_json(request)
+        if action == "purge":
+            queue = await emulator.purge(name)
+        else:
+            queue = await emulator.set_state(name, QueueState.PAUSED if action == "pause" else QueueState.RUNNING)
+        return json_response(queue_to_json(queue, parent))
+    if action:
+        raise NotFound(f"Unknown method {action!r}.")
+    if request.method == "GET":
+        queue = await emulator.get_queue(name, create=False)
+        stats = await queue_stats(request)
+        return json_response(queue_to_json(queue, parent, stats.get(name)))
+    if request.method == "DELETE":
+        await emulator.delete_queue(name)
+        return json_response({})
+    data = await read_json(request, required=True)
+    mask_text = request.query.get("updateMask")
+    mask = [m.strip() for m in mask_text.split(",") if m.strip()] if mask_text else None
+    queue = await emulator.get_queue(name, create=False)
+    queue = await emulator.put_queue(queue.with_changes(**queue_changes(data, queue, mask)))
+    return json_response(queue_to_json(queue, parent))
+
+
+async def tasks_collection(request: web.Request) -> web.Response:
+    """ListTasks and CreateTask."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    queue = request.match_info["queue"]
+    queue_path = f"{parent}/queues/{queue}"
+    deadline = emulator.settings.dispatch_deadline_s
+    if request.method == "POST":
+        data = await read_json(request, required=True)
+        new = task_from_json(data.get("task"), queue, queue_path, emulator.now_us())
+        task = await emulator.add_task(new)
+        return json_response(task_to_json(task, queue_path, response_view(data.get("responseView")), deadline))
+    view = response_view(request.query.get("responseView") and _maybe_int(request.query["responseView"]))
+    size = page_size(request)
+    token = request.query.get("pageToken")
+    tasks = await emulator.list_tasks(queue, limit=size + 1, after=_decode_token(token) if token else None)
+    out: dict[str, Any] = {"tasks": [task_to_json(t, queue_path, view, deadline) for t in tasks[:size]]}
+    if len(tasks) > size:
+        last = tasks[size - 1]
+        out["nextPageToken"] = _encode_token(last.eta_us, last.id)
+    return json_response(out)
+
+
+def _maybe_int(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+async def task_resource(request: web.Request) -> web.Response:
+    """GetTask, DeleteTask and RunTask."""
+    emulator = emulator_of(request)
+    queue = request.match_info["queue"]
+    queue_path = f"{parent_of(request)}/queues/{queue}"
+    name, action = split_action(request.match_info["task"], ("run",))
+    deadline = emulator.settings.dispatch_deadline_s
+    if request.method == "POST":
+        if action != "run":
+            raise NotFound("Unknown method.")
+        data = await read_json(request)
+        task = await emulator.run_task(queue, name)
+        return json_response(task_to_json(task, queue_path, response_view(data.get("responseView")), deadline))
+    if action:
+        raise NotFound(f"Unknown method {action!r}.")
+    if request.method == "DELETE":
+        await emulator.delete_task(queue, name)
+        return json_response({})
+    task = await emulator.get_task(queue, name)
+    view = response_view(_maybe_int(request.query.get("responseView", "")) or None)
+    return json_response(task_to_json(task, queue_path, view, deadline))
+
+
+async def get_location(request: web.Request) -> web.Response:
+    """GetLocation: the emulator answers for any location."""
+    loc = request.match_info["location"]
+    return json_response({"name": parent_of(request), "locationId": loc})
+
+
+async def iam(request: web.Request) -> web.Response:
+    """IAM methods are not emulated."""
+    raise PermissionDenied("IAM policies are not emulated.")
+
+
+def routes() -> list[web.RouteDef]:
+    """The Cloud Tasks routes."""
+    return [
+        web.get(PREFIX, get_location),
+        web.get(PREFIX + "/queues", list_queues),
+        web.post(PREFIX + "/queues", create_queue),
+        web.route("*", PREFIX + "/queues/{queue}", queue_resource),
+        web.route("GET", PREFIX + "/queues/{queue}/tasks", tasks_collection),
+        web.route("POST", PREFIX + "/queues/{queue}/tasks", tasks_collection),
+        web.route("*", PREFIX + "/queues/{queue}/tasks/{task}", task_resource),
+    ]

@@ -1,0 +1,76 @@
+"""Helpers every API module shares: the app keys and reading JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..dispatcher import Dispatcher
+from ..errors import InvalidArgument, Unsupported
+from ..guard import media_type, read_body
+from ..service import Emulator
+
+
+class Runtime:
+    """What the app's cleanup context opens: filled in at startup, emptied at shutdown."""
+
+    emulator: Emulator
+    dispatcher: Dispatcher
+
+
+runtime_key = web.AppKey("runtime", Runtime)
+
+
+def emulator_of(request: web.Request) -> Emulator:
+    """The engine behind this app."""
+    return request.app[runtime_key].emulator
+
+
+def dispatcher_of(request: web.Request) -> Dispatcher:
+    """The dispatcher of this app."""
+    return request.app[runtime_key].dispatcher
+
+
+async def read_json(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty and not required)."""
+    raw = await read_body(request) if request.can_read_body else b""
+    if not raw.strip():
+        if required:
+            raise InvalidArgument("A JSON body is required.")
+        return {}
+    kind = media_type(request)
+    if kind != "application/json" and not kind.endswith("+json"):
+        # A cross-site page can send text/plain without asking first; it must not reach a JSON endpoint.
+        raise Unsupported(f"Expected a JSON body (Content-Type: application/json), got {kind or 'none'!r}.")
+    try:
+        data = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"Invalid JSON payload received. {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidArgument("Invalid JSON payload received. Expected an object.")
+    return data
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A compact JSON response."""
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+def page_size(request: web.Request, default: int = 1000, maximum: int = 1000) -> int:
+    """The ``pageSize`` query parameter, within bounds."""
+    raw = request.query.get("pageSize") or ""
+    if not raw:
+        return default
+    try:
+        size = int(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"Invalid value for pageSize: {raw!r}.") from exc
+    if size < 0:
+        raise InvalidArgument("pageSize cannot be negative.")
+    return min(size or default, maximum)

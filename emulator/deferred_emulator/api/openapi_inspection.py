@@ -1,0 +1,143 @@
+"""OpenAPI schemas of the inspection, routing and console endpoints (what the console and the CLI read)."""
+
+from __future__ import annotations
+
+from .openapi_schemas import STRING_MAP, TIMESTAMP, Schema, ref
+
+STATE: Schema = {"type": "string", "enum": ["WAITING", "RUNNING", "FAILED"]}
+LAST_ATTEMPT: Schema = {
+    "type": "object",
+    "properties": {
+        "dispatchTime": TIMESTAMP,
+        "status": {"type": "integer", "description": "HTTP status; 0: no answer (refused, reset, deadline)."},
+        "retryReason": {"type": "string"},
+        "responseExcerpt": {"type": "string"},
+    },
+}
+COUNTERS = ("retryCount", "executionCount", "dispatchCount", "responseCount")
+
+INSPECTION_SCHEMAS: dict[str, Schema] = {
+    "TaskSummary": {
+        "type": "object",
+        "required": ["name", "queue", "state", "scheduleTime"],
+        "properties": {
+            "name": {"type": "string"},
+            "queue": {"type": "string"},
+            "state": STATE,
+            "due": {"type": "boolean", "description": "Waiting and its schedule time has come."},
+            "scheduleTime": TIMESTAMP,
+            "createTime": TIMESTAMP,
+            "method": {"type": "string"},
+            "url": {"type": "string"},
+            "target": {"type": "string", "enum": ["appengine", "http"]},
+            "service": {"type": "string"},
+            "size": {"type": "integer", "description": "Body bytes."},
+            **{name: {"type": "integer"} for name in COUNTERS},
+            "lastAttempt": LAST_ATTEMPT,
+        },
+    },
+    "TaskDetail": {
+        "allOf": [
+            ref("TaskSummary"),
+            {"type": "object", "properties": {"resource": ref("Task")}},
+        ]
+    },
+    "TaskPage": {
+        "type": "object",
+        "properties": {
+            "queue": {"type": "string"},
+            "now": TIMESTAMP,
+            "tasks": {"type": "array", "items": ref("TaskSummary")},
+            "nextPageToken": {"type": "string"},
+        },
+    },
+    "FailedTaskPage": {
+        "type": "object",
+        "properties": {
+            "queue": {"type": "string"},
+            "now": TIMESTAMP,
+            "tasks": {
+                "type": "array",
+                "items": {
+                    "allOf": [
+                        ref("TaskSummary"),
+                        {
+                            "type": "object",
+                            "properties": {"attempts": {"type": "array", "items": ref("AttemptRecord")}},
+                        },
+                    ]
+                },
+            },
+            "nextPageToken": {"type": "string"},
+        },
+    },
+    "AttemptRecord": {
+        "type": "object",
+        "properties": {
+            "number": {"type": "integer"},
+            "scheduleTime": TIMESTAMP,
+            "dispatchTime": TIMESTAMP,
+            "responseTime": TIMESTAMP,
+            "status": {"type": "integer"},
+            "latencyMs": {"type": "number"},
+            "retryReason": {"type": "string"},
+            "responseExcerpt": {"type": "string"},
+        },
+    },
+    "TaskAttempts": {
+        "type": "object",
+        "properties": {
+            "queue": {"type": "string"},
+            "task": {"type": "string"},
+            "attempts": {"type": "array", "items": ref("AttemptRecord")},
+        },
+    },
+    "TaskPayload": {
+        "type": "object",
+        "description": "A description of the body; deferred pickles are read as opcodes, never unpickled.",
+        "properties": {
+            "queue": {"type": "string"},
+            "task": {"type": "string"},
+            "contentType": {"type": "string"},
+            "size": {"type": "integer"},
+            "format": {"type": "string", "enum": ["empty", "deferred", "pickle", "text", "bytes"]},
+            "call": {"type": "string", "description": "The deferred call as Python would print it."},
+            "globals": {"type": "array", "items": {"type": "string"}},
+            "excerpt": {"type": "string"},
+            "truncated": {"type": "boolean"},
+            "entityKey": {"type": "string", "description": "The payload is stored apart (a large deferred call)."},
+            "entity": {"type": "object", "description": "The stored payload, described the same way."},
+        },
+        "additionalProperties": True,
+    },
+    "RetryFailedRequest": {
+        "type": "object",
+        "description": "No field: every failed task of the queue.",
+        "properties": {"task": {"type": "string"}, "tasks": {"type": "array", "items": {"type": "string"}}},
+    },
+    "RetryFailedResponse": {"type": "object", "properties": {"retried": {"type": "integer"}}},
+    "EntityList": {
+        "type": "object",
+        "properties": {
+            "entities": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "key": {"type": "string"},
+                        "size": {"type": "integer"},
+                        "createTime": TIMESTAMP,
+                        "taskId": {"type": "integer", "nullable": True},
+                    },
+                },
+            }
+        },
+    },
+    "Routing": {
+        "type": "object",
+        "properties": {
+            "appUrl": {"type": "string", "example": "http://127.0.0.1:8080"},
+            "targets": {**STRING_MAP, "description": "Base URL per App Engine service."},
+        },
+    },
+}

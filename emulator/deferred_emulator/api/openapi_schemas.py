@@ -1,0 +1,196 @@
+"""The JSON Schemas of the OpenAPI document: Cloud Tasks resources and the emulator's own bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+STRING_MAP: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+DURATION: Schema = {"type": "string", "pattern": r"^-?\d+(\.\d{1,9})?s$", "example": "10s"}
+TIMESTAMP: Schema = {"type": "string", "format": "date-time", "example": "2030-01-02T03:04:05.123456Z"}
+HTTP_METHOD: Schema = {
+    "type": "string",
+    "enum": ["HTTP_METHOD_UNSPECIFIED", "POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"],
+}
+VIEW: Schema = {"type": "string", "enum": ["VIEW_UNSPECIFIED", "BASIC", "FULL"]}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "status"],
+                "properties": {
+                    "code": {"type": "integer"},
+                    "message": {"type": "string"},
+                    "status": {"type": "string", "example": "INVALID_ARGUMENT"},
+                },
+            }
+        },
+    },
+    "Empty": {"type": "object"},
+    "RetryConfig": {
+        "type": "object",
+        "properties": {
+            "maxAttempts": {"type": "integer", "description": "Attempts in all, the first included; -1: no limit."},
+            "maxRetryDuration": DURATION,
+            "minBackoff": DURATION,
+            "maxBackoff": DURATION,
+            "maxDoublings": {"type": "integer", "minimum": 0},
+        },
+    },
+    "RateLimits": {
+        "type": "object",
+        "properties": {
+            "maxDispatchesPerSecond": {"type": "number", "minimum": 0, "maximum": 500},
+            "maxBurstSize": {"type": "integer"},
+            "maxConcurrentDispatches": {"type": "integer", "minimum": 0, "maximum": 5000},
+        },
+    },
+    "AppEngineRouting": {
+        "type": "object",
+        "properties": {k: {"type": "string"} for k in ("service", "version", "instance", "host")},
+    },
+    "Queue": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "example": "projects/p/locations/l/queues/my-queue"},
+            "state": {"type": "string", "enum": ["STATE_UNSPECIFIED", "RUNNING", "PAUSED", "DISABLED"]},
+            "rateLimits": ref("RateLimits"),
+            "retryConfig": ref("RetryConfig"),
+            "appEngineRoutingOverride": ref("AppEngineRouting"),
+            "purgeTime": TIMESTAMP,
+            "stats": {"type": "object"},
+        },
+    },
+    "ListQueuesResponse": {
+        "type": "object",
+        "properties": {"queues": {"type": "array", "items": ref("Queue")}, "nextPageToken": {"type": "string"}},
+    },
+    "AppEngineHttpRequest": {
+        "type": "object",
+        "properties": {
+            "httpMethod": HTTP_METHOD,
+            "appEngineRouting": ref("AppEngineRouting"),
+            "relativeUri": {"type": "string", "example": "/_ah/queue/deferred"},
+            "headers": STRING_MAP,
+            "body": {"type": "string", "format": "byte", "description": "base64"},
+        },
+    },
+    "HttpRequest": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "example": "http://localhost:8080/work"},
+            "httpMethod": HTTP_METHOD,
+            "headers": STRING_MAP,
+            "body": {"type": "string", "format": "byte", "description": "base64"},
+        },
+    },
+    "Attempt": {
+        "type": "object",
+        "properties": {
+            "scheduleTime": TIMESTAMP,
+            "dispatchTime": TIMESTAMP,
+            "responseTime": TIMESTAMP,
+            "responseStatus": {"type": "object"},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "example": "projects/p/locations/l/queues/default/tasks/my-task"},
+            "appEngineHttpRequest": ref("AppEngineHttpRequest"),
+            "httpRequest": ref("HttpRequest"),
+            "scheduleTime": TIMESTAMP,
+            "createTime": TIMESTAMP,
+            "dispatchDeadline": DURATION,
+            "dispatchCount": {"type": "integer"},
+            "responseCount": {"type": "integer"},
+            "firstAttempt": ref("Attempt"),
+            "lastAttempt": ref("Attempt"),
+            "view": VIEW,
+            "retryConfig": ref("RetryConfig"),
+            "state": {"type": "string", "description": "Extension: WAITING, RUNNING or FAILED."},
+        },
+    },
+    "CreateTaskRequest": {
+        "type": "object",
+        "required": ["task"],
+        "properties": {"task": ref("Task"), "responseView": VIEW},
+    },
+    "ListTasksResponse": {
+        "type": "object",
+        "properties": {"tasks": {"type": "array", "items": ref("Task")}, "nextPageToken": {"type": "string"}},
+    },
+    "RunTaskRequest": {"type": "object", "properties": {"responseView": VIEW}},
+    "BatchAddRequest": {
+        "type": "object",
+        "required": ["tasks"],
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "maxItems": 100,
+                "items": {
+                    "type": "object",
+                    "properties": {"queue": {"type": "string", "example": "default"}, "task": ref("Task")},
+                },
+            },
+            "responseView": VIEW,
+        },
+    },
+    "BatchAddResponse": {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Task")}}},
+    "EntityKey": {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}},
+    "DrainRequest": {
+        "type": "object",
+        "properties": {
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3600, "default": 10},
+        },
+    },
+    "DrainReport": {
+        "type": "object",
+        "properties": {
+            "dispatched": {"type": "integer"},
+            "succeeded": {"type": "integer"},
+            "retried": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "failures": {"type": "array", "items": {"type": "object"}},
+            "timedOut": {"type": "boolean"},
+        },
+    },
+    "Clock": {
+        "type": "object",
+        "properties": {"now": TIMESTAMP, "nowUs": {"type": "integer"}, "virtual": {"type": "boolean"}},
+    },
+    "ClockAdvanceRequest": {
+        "type": "object",
+        "required": ["seconds"],
+        "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 400 * 86400}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["ok", "version"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "version": {"type": "string"},
+            "maxTaskSize": {"type": "integer"},
+            "virtualClock": {"type": "boolean"},
+            "dispatch": {"type": "boolean"},
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "properties": {"queues": {"type": "array", "items": ref("Queue")}, "now": TIMESTAMP},
+    },
+    "Location": {"type": "object", "properties": {"name": {"type": "string"}, "locationId": {"type": "string"}}},
+}

@@ -1,0 +1,147 @@
+"""Cloud Tasks v2 Queue JSON and its validation rules (texts as production answers)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..models import (
+    DEFAULT_MAX_BACKOFF_S,
+    DEFAULT_MAX_DOUBLINGS,
+    DEFAULT_MIN_BACKOFF_S,
+    QueueConfig,
+    QueueState,
+    RetryConfig,
+)
+from .timefmt import format_duration, format_ts, parse_duration
+
+STATES = ["STATE_UNSPECIFIED", "RUNNING", "PAUSED", "DISABLED"]
+MAX_RATE = 500.0
+MAX_CONCURRENT = 5000
+
+
+def _number(value: object, field: str) -> float:
+    try:
+        number = float(str(value)) if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"Invalid value for {field}: {value!r} is not a number.") from exc
+    if not math.isfinite(number):
+        raise InvalidArgument(f"Invalid value for {field}: {value!r} is not a finite number.")
+    return number
+
+
+def retry_from_json(data: dict[str, Any], where: str = "RetryConfig") -> RetryConfig:
+    """App Engine retry parameters from a Cloud Tasks RetryConfig (absent fields keep the defaults)."""
+    limit: int | None = None
+    if data.get("maxAttempts") not in (None, ""):
+        attempts = int(_number(data["maxAttempts"], f"{where}.maxAttempts"))
+        if attempts < -1:
+            raise InvalidArgument("RetryConfig.maxAttempts must be greater or equal to -1.")
+        # maxAttempts counts the first attempt; -1 (and 0, "unset") mean no limit.
+        limit = attempts - 1 if attempts > 0 else None
+    age: float | None = None
+    if data.get("maxRetryDuration") not in (None, ""):
+        age = parse_duration(data["maxRetryDuration"], f"{where}.maxRetryDuration")
+        if age < 0:
+            raise InvalidArgument("RetryConfig.maxRetryDuration cannot be negative.")
+        age = age or None
+    min_b = DEFAULT_MIN_BACKOFF_S
+    max_b = DEFAULT_MAX_BACKOFF_S
+    if data.get("minBackoff") not in (None, ""):
+        min_b = parse_duration(data["minBackoff"], f"{where}.minBackoff")
+        if min_b < 0:
+            raise InvalidArgument("RetryConfig.minBackoff cannot be negative.")
+    if data.get("maxBackoff") not in (None, ""):
+        max_b = parse_duration(data["maxBackoff"], f"{where}.maxBackoff")
+        if max_b < 0:
+            raise InvalidArgument("RetryConfig.maxBackoff cannot be negative.")
+    if min_b > max_b:
+        raise InvalidArgument("RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff.")
+    doublings = DEFAULT_MAX_DOUBLINGS
+    if data.get("maxDoublings") not in (None, ""):
+        doublings = int(_number(data["maxDoublings"], f"{where}.maxDoublings"))
+        if doublings < 0:
+            raise InvalidArgument("RetryConfig.maxDoublings cannot be negative.")
+    return RetryConfig(limit, age, min_b, max_b, doublings)
+
+
+def retry_to_json(retry: RetryConfig) -> dict[str, Any]:
+    """A Cloud Tasks RetryConfig (maxAttempts -1 means unlimited)."""
+    return {
+        "maxAttempts": -1 if retry.retry_limit is None else retry.retry_limit + 1,
+        "maxRetryDuration": format_duration(retry.age_limit_s or 0),
+        "minBackoff": format_duration(retry.min_backoff_s),
+        "maxBackoff": format_duration(retry.max_backoff_s),
+        "maxDoublings": retry.max_doublings,
+    }
+
+
+def rate_limits_from_json(data: dict[str, Any], base: QueueConfig) -> dict[str, Any]:
+    """Rate settings from a Cloud Tasks RateLimits, validated as production does."""
+    changes: dict[str, Any] = {}
+    if data.get("maxDispatchesPerSecond") is not None:
+        rate = _number(data["maxDispatchesPerSecond"], "RateLimits.maxDispatchesPerSecond")
+        if rate < 0:
+            raise InvalidArgument("RateLimits.maxDispatchesPerSecond cannot be negative.")
+        if rate > MAX_RATE:
+            raise InvalidArgument("RateLimits.maxDispatchesPerSecond must be less than or equal to 500.")
+        changes["rate_per_s"] = rate
+    if data.get("maxConcurrentDispatches") is not None:
+        conc = int(_number(data["maxConcurrentDispatches"], "RateLimits.maxConcurrentDispatches"))
+        if conc < 0:
+            raise InvalidArgument("RateLimits.maxConcurrentDispatches cannot be negative.")
+        if conc > MAX_CONCURRENT:
+            raise InvalidArgument("RateLimits.maxConcurrentDispatches must be less than or equal to 5000.")
+        changes["max_concurrent"] = conc or None
+    # maxBurstSize is output only: production ignores it (even -1), and so does the emulator. A queue's
+    # bucket comes from queue.yaml's bucket_size, as in production.
+    return changes
+
+
+def queue_changes(data: dict[str, Any], base: QueueConfig, mask: list[str] | None = None) -> dict[str, Any]:
+    """The QueueConfig fields a Queue JSON sets (only those under ``mask`` when one is given)."""
+
+    def wanted(field: str) -> bool:
+        return mask is None or any(m == field or m.startswith(field + ".") for m in mask)
+
+    changes: dict[str, Any] = {}
+    if wanted("rateLimits") and isinstance(data.get("rateLimits"), dict):
+        changes.update(rate_limits_from_json(data["rateLimits"], base))
+    if wanted("retryConfig") and isinstance(data.get("retryConfig"), dict):
+        merged = retry_to_json(base.retry) | data["retryConfig"] if mask is not None else data["retryConfig"]
+        changes["retry"] = retry_from_json(merged)
+    if wanted("state") and data.get("state") not in (None, "", 0, "STATE_UNSPECIFIED"):
+        value = data["state"]
+        name = STATES[value] if isinstance(value, int) and 0 <= value < len(STATES) else str(value).upper()
+        if name not in STATES:
+            raise InvalidArgument(f"Invalid value for Queue.state: {value!r}.")
+        changes["state"] = QueueState(name)
+    if wanted("appEngineRoutingOverride"):
+        routing = data.get("appEngineRoutingOverride")
+        if isinstance(routing, dict):
+            changes["target"] = routing.get("service") or None
+        elif mask is not None:
+            changes["target"] = None
+    return changes
+
+
+def queue_to_json(queue: QueueConfig, parent: str, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Cloud Tasks JSON of a queue."""
+    out: dict[str, Any] = {"name": f"{parent}/queues/{queue.name}"}
+    if queue.target:
+        out["appEngineRoutingOverride"] = {"service": queue.target}
+    out["rateLimits"] = {
+        "maxDispatchesPerSecond": queue.rate_per_s,
+        "maxBurstSize": queue.bucket_size,
+        "maxConcurrentDispatches": queue.max_concurrent or MAX_CONCURRENT,
+    }
+    out["retryConfig"] = retry_to_json(queue.retry)
+    out["state"] = queue.state.value
+    if queue.purge_us:
+        out["purgeTime"] = format_ts(queue.purge_us)
+    if queue.mode != "push":
+        out["mode"] = queue.mode.upper()
+    if stats is not None:
+        out["stats"] = stats
+    return out

@@ -1,0 +1,79 @@
+"""RFC 3339 timestamps and protobuf durations, as the Cloud Tasks JSON writes them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from ..errors import InvalidArgument
+
+_TS_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
+_DURATION_RE = re.compile(r"^(-?\d+(?:\.\d{0,9})?)s$")
+#: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z, in microseconds from the epoch.
+MIN_TS_US = -62_135_596_800_000_000
+MAX_TS_US = 253_402_300_799_999_999
+#: protobuf's Duration spans about +-10000 years.
+MAX_DURATION_S = 315_576_000_000
+
+
+def format_ts(us: int) -> str:
+    """``2026-01-02T03:04:05.123456Z``."""
+    dt = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    # Not strftime: its %Y drops the leading zeros of years before 1000 on some platforms.
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt:%H:%M:%S}.{dt.microsecond:06d}Z"
+
+
+def parse_ts(text: object, field: str) -> int:
+    """Microseconds since the epoch from an RFC 3339 string (any offset, up to nanoseconds)."""
+    match = _TS_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidArgument(f"Invalid value for {field}: {text!r} is not an RFC 3339 timestamp.")
+    year, month, day, hour, minute, second, frac, offset = match.groups()
+    try:
+        tz = timezone.utc
+        if offset not in ("Z", "z"):
+            sign = -1 if offset[0] == "-" else 1
+            tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz)
+    except ValueError as exc:
+        raise InvalidArgument(f"Invalid value for {field}: {text!r} ({exc}).") from exc
+    micros = int((frac or "0").ljust(9, "0")[:6])
+    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    us = (delta.days * 86400 + delta.seconds) * 1_000_000 + micros
+    if not MIN_TS_US <= us <= MAX_TS_US:
+        # An offset can carry a valid wall-clock time out of the years 1 to 9999, which nothing could print.
+        raise InvalidArgument(f"Invalid value for {field}: {text!r} is outside the years 0001 to 9999.")
+    return us
+
+
+def format_duration(seconds: float) -> str:
+    """``600s``, ``0.100s``: the protobuf JSON form of a Duration."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{seconds:.9f}".rstrip("0") + "s"
+
+
+def parse_duration(text: object, field: str) -> float:
+    """Seconds from ``"600s"`` (a bare number is accepted too), within protobuf's Duration range."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION_RE.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise InvalidArgument(f'Invalid value for {field}: {text!r} is not a duration such as "10s".')
+        seconds = float(match.group(1))
+    if not -MAX_DURATION_S <= seconds <= MAX_DURATION_S:  # also refuses NaN
+        raise InvalidArgument(f"Invalid value for {field}: {text!r} is out of range (at most 10000 years).")
+    return seconds
+
+
+def pacific(us: int) -> str:
+    """An instant as production prints it in errors (US Pacific time)."""
+    try:
+        from zoneinfo import ZoneInfo
+
+        tz: timezone | ZoneInfo = ZoneInfo("America/Los_Angeles")
+    except Exception:
+        tz = timezone(timedelta(hours=-8))
+    dt = (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)).astimezone(tz)
+    return dt.isoformat(timespec="seconds")

@@ -1,0 +1,90 @@
+"""The app factory: one aiohttp application serving every API, with the dispatcher in its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .api import admin, cloudtasks, console, gae, inspection, openapi, routing
+from .api.common import Runtime, runtime_key
+from .clock import Clock, VirtualClock
+from .dispatcher import Dispatcher
+from .guard import BodyLimits, guard_middleware, install
+from .middleware import error_middleware
+from .queuesync import QueueYamlWatcher
+from .service import Emulator
+from .settings import Settings
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+settings_key = web.AppKey("settings", Settings)
+
+
+async def runtime_context(app: web.Application) -> AsyncIterator[None]:
+    """Open the store, start the dispatcher; on shutdown stop both, in reverse order."""
+    settings = app[settings_key]
+    runtime = app[runtime_key]
+    store = await Store.open(settings.db_path)
+    clock = VirtualClock() if settings.virtual_clock else Clock()
+    emulator = Emulator(settings, store, clock)
+    await emulator.start()
+    # queue.yaml is applied before the dispatcher starts, so a queue it pauses never delivers.
+    watcher = (
+        QueueYamlWatcher(emulator, settings.queue_yaml, settings.queue_yaml_poll_s) if settings.queue_yaml else None
+    )
+    if watcher is not None:
+        try:
+            await watcher.load()
+        except BaseException:
+            await store.close()
+            raise
+        watcher.start()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.max_in_flight, limit_per_host=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+    dispatcher = Dispatcher(emulator, session)
+    runtime.emulator, runtime.dispatcher = emulator, dispatcher
+    loop_task = asyncio.create_task(dispatcher.run(), name="dispatcher") if settings.dispatch else None
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            await watcher.close()
+        if loop_task is not None:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+        await dispatcher.close()
+        await session.close()
+        await store.close()
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    """Build the emulator's aiohttp application.
+
+    :param settings: how to run; defaults to ``Settings()``.
+    """
+    settings = settings or Settings()
+    # client_max_size caps bodies sent without a Content-Length; the guard refuses the others unread.
+    limits = BodyLimits.for_settings(settings)
+    app = web.Application(middlewares=[error_middleware, guard_middleware], client_max_size=limits.raw_bytes)
+    app[settings_key] = settings
+    install(app, settings)
+    app[runtime_key] = Runtime()
+    app.cleanup_ctx.append(runtime_context)
+    app.add_routes(
+        cloudtasks.routes()
+        + admin.routes()
+        + inspection.routes()
+        + gae.routes()
+        + routing.routes()
+        + openapi.routes()
+        + console.routes()
+    )
+    return app

@@ -1,0 +1,416 @@
+"""The dispatcher: claims due tasks, delivers them within rate limits, and records the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+
+from .backoff import backoff_s, can_retry
+from .clock import US
+from .delivery import Outcome, build_headers, deliver, target_url
+from .models import Attempt, QueueConfig, QueueState, TargetKind, Task
+from .ratelimit import TokenBucket
+from .service import Emulator, Hooks
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Most tasks claimed from one queue in one statement.
+CLAIM_BATCH = 100
+#: "No timer": the loop sleeps until something wakes it.
+FOREVER_US = 2**62
+#: How long close() lets deliveries in flight finish before it cancels them.
+CLOSE_GRACE_S = 5.0
+#: Shortest timed wait of the loop under a virtual clock.
+VIRTUAL_POLL_S = 0.01
+
+Listener = Callable[[Task, Outcome, str], None]
+
+
+def settle(task: Task, outcome: Outcome, retry_default: Any, now: int) -> tuple[Task, Attempt, str, int]:
+    """The task after an attempt, the attempt's record, and what happens next ("done", "retry", "failed").
+
+    The last element is the next ETA for "retry"; the caller fills in tombstone times otherwise.
+    """
+    got_response = outcome.status > 0
+    app_engine = task.kind is TargetKind.APP_ENGINE
+    executed = got_response and (app_engine or outcome.status < 500)
+    if got_response:
+        previous, reason = outcome.status, ("App Error" if app_engine else "")
+    elif app_engine:
+        previous, reason = 0, "Instance Unavailable"
+    else:
+        previous, reason = (504 if outcome.timed_out else 0), ""
+    attempt = Attempt(
+        task_id=task.id,
+        number=task.dispatch_count + 1,
+        schedule_us=task.last_schedule_us or task.eta_us,
+        dispatch_us=outcome.dispatch_us,
+        response_us=outcome.response_us,
+        status=outcome.status,
+        reason="" if outcome.ok else (reason or "App Error"),
+        excerpt=outcome.excerpt,
+    )
+    first = task.first_attempt_us if task.first_attempt_us is not None else outcome.dispatch_us
+    updated = replace(
+        task,
+        dispatch_count=task.dispatch_count + 1,
+        response_count=task.response_count + (1 if got_response else 0),
+        first_attempt_us=first,
+        last_dispatch_us=outcome.dispatch_us,
+        last_response_us=outcome.response_us,
+        last_status=outcome.status,
+        last_excerpt=outcome.excerpt,
+    )
+    if outcome.ok:
+        return updated, attempt, "done", 0
+    updated = replace(
+        updated,
+        retry_count=task.retry_count + 1,
+        execution_count=task.execution_count + (1 if executed else 0),
+        previous_response=previous,
+        retry_reason=reason,
+    )
+    retry = task.retry or retry_default
+    n = updated.retry_count
+    if can_retry(retry, n, (now - first) / US):
+        return updated, attempt, "retry", now + int(backoff_s(retry, n) * US)
+    return updated, attempt, "failed", 0
+
+
+class Dispatcher:
+    """Delivers due tasks: event-driven, bounded in flight, token bucket and concurrency per queue."""
+
+    def __init__(self, emulator: Emulator, session: aiohttp.ClientSession) -> None:
+        self.emulator = emulator
+        self.store = emulator.store
+        self.session = session
+        self._event = asyncio.Event()
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._per_queue: Counter[str] = Counter()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._listeners: list[Listener] = []
+        self._closing = False
+        #: When the loop will look again by itself (emulator µs); None while it is awake.
+        self._sleeping_until: int | None = None
+        #: Whether the last pass stopped at a concurrency limit (a finishing delivery should wake it).
+        self._starved = False
+        #: Outcomes waiting to be written together, and the task writing them (group commit).
+        self._to_commit: list[tuple[tuple[Task, Attempt, str, int], asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        #: (monotonic second, queue, succeeded) of recent attempts, for the last-minute stats.
+        self.recent: deque[tuple[float, str, bool]] = deque()
+        self.delivered = 0
+        self.failures = 0
+        emulator.hooks = Hooks(
+            wake=self.wake, run_now=self.start_delivery, queue_changed=self._queue_changed, added=self.notice
+        )
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher in_flight={len(self._inflight)} delivered={self.delivered} failures={self.failures}>"
+
+    @property
+    def settings(self) -> Settings:
+        """The emulator's settings, read at each use: the app URL can change while it runs."""
+        return self.emulator.settings
+
+    def wake(self) -> None:
+        """Look for due tasks again (a task was added, time moved, a slot freed up)."""
+        self._event.set()
+
+    def notice(self, eta_us: int) -> None:
+        """A task became due at ``eta_us``: wake up only if the loop would not look by then anyway."""
+        if self._sleeping_until is None or eta_us < self._sleeping_until:
+            self._event.set()
+
+    def in_flight(self, queue: str | None = None) -> int:
+        """Deliveries under way (in one queue, or in all)."""
+        return self._per_queue[queue] if queue else len(self._inflight)
+
+    def _queue_changed(self, queue: QueueConfig) -> None:
+        bucket = self._buckets.get(queue.name)
+        if bucket is not None:
+            bucket.configure(queue.rate_per_s, queue.bucket_size, time.monotonic())
+
+    def _bucket(self, queue: QueueConfig, now_s: float) -> TokenBucket:
+        bucket = self._buckets.get(queue.name)
+        if bucket is None:
+            bucket = self._buckets[queue.name] = TokenBucket(queue.rate_per_s, queue.bucket_size, now_s)
+        return bucket
+
+    async def run(self) -> None:
+        """Deliver tasks until cancelled, sleeping until the earliest ETA or a wake-up."""
+        while not self._closing:
+            self._event.clear()
+            self._sleeping_until = None
+            try:
+                delay = await self.run_once()
+            except Exception:
+                logger.exception("dispatch loop error; retrying in 1s")
+                delay = 1.0
+            if delay == 0:
+                await asyncio.sleep(0)
+                continue
+            if delay is not None and self.emulator.clock.virtual:
+                # A virtual clock stands still: clock:advance wakes the loop, so near ETAs need no busy polling.
+                delay = max(delay, VIRTUAL_POLL_S)
+            self._sleeping_until = FOREVER_US if delay is None else self.emulator.now_us() + int(delay * US)
+            try:
+                await asyncio.wait_for(self._event.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def run_once(self, *, ignore_limits: bool | None = None, only: Sequence[str] | None = None) -> float | None:
+        """Claim and start every delivery allowed now; return seconds until there may be more (None: no timer)."""
+        ignore = self.settings.ignore_rate_limits if ignore_limits is None else ignore_limits
+        now = self.emulator.now_us()
+        mono = time.monotonic()
+        delays: list[float] = []
+        self._starved = False
+        for queue in list(self.emulator.queues.values()):
+            if (only is not None and queue.name not in only) or not self._dispatchable(queue):
+                continue
+            if len(self._inflight) >= self.settings.max_in_flight:
+                self._starved = True
+                break
+            delay = await self._claim_queue(queue, now, mono, ignore)
+            if delay is not None:
+                delays.append(delay)
+        return min(delays) if delays else None
+
+    @staticmethod
+    def _dispatchable(queue: QueueConfig) -> bool:
+        return queue.state is QueueState.RUNNING and queue.mode == "push"
+
+    async def _claim_queue(self, queue: QueueConfig, now: int, mono: float, ignore: bool) -> float | None:
+        """Start what one queue may deliver now; return when to look at it again."""
+        allowance = min(self.settings.max_in_flight - len(self._inflight), CLAIM_BATCH, self._share(queue.name))
+        bucket = None
+        if not ignore:
+            if queue.rate_per_s <= 0:
+                return None  # rate 0 dispatches nothing, as in production; a PATCH or reload wakes the loop
+            if queue.max_concurrent is not None:
+                allowance = min(allowance, queue.max_concurrent - self._per_queue[queue.name])
+            bucket = self._bucket(queue, mono)
+            tokens = bucket.available(mono)
+            if tokens < 1:
+                return bucket.wait_s(mono)
+            allowance = min(allowance, tokens)
+        if allowance <= 0:
+            self._starved = True
+            return None  # a finishing delivery wakes the loop
+        tasks = await self.store.claim_due(queue.name, now, allowance, now + self._lease_us())
+        if bucket is not None and tasks:
+            bucket.take(len(tasks), mono)
+        for task in tasks:
+            self.start_delivery(task)
+        if len(tasks) == allowance:
+            return 0.0
+        eta = await self.store.next_eta(queue.name)
+        return None if eta is None else max(0.0, (eta - now) / US)
+
+    def _share(self, name: str) -> int:
+        """Room one queue may still take: with k other queues busy it holds at most 1/(k+2) of the slots.
+
+        A queue whose handler hangs would otherwise fill every slot and stall all the others.
+        """
+        others = sum(1 for queue, count in self._per_queue.items() if count > 0 and queue != name)
+        return max(1, self.settings.max_in_flight // (others + 2)) - self._per_queue[name]
+
+    def _lease_us(self) -> int:
+        return int((self.settings.dispatch_deadline_s + 30) * US)
+
+    def start_delivery(self, task: Task) -> None:
+        """Deliver a claimed task in the background."""
+        self._per_queue[task.queue] += 1
+        self._inflight[task.id] = asyncio.create_task(self._attempt(task), name=f"deliver {task.queue}/{task.name}")
+
+    async def _attempt(self, task: Task) -> None:
+        try:
+            queue = self.emulator.queues.get(task.queue)
+            url = target_url(task, queue, self.settings)
+            headers = build_headers(task, self.settings)
+            deadline = task.deadline_s or self.settings.dispatch_deadline_s
+            outcome = await deliver(self.session, task, url, headers, deadline, self.emulator.now_us)
+            await self._record(task, queue, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The task stays leased and is released at the next start: never lost.
+            logger.exception("could not record the delivery of %s/%s", task.queue, task.name)
+        finally:
+            self._inflight.pop(task.id, None)
+            self._per_queue[task.queue] -= 1
+            if self._starved:
+                self.wake()
+
+    async def _record(self, task: Task, queue: QueueConfig | None, outcome: Outcome) -> None:
+        now = self.emulator.now_us()
+        retry_default = queue.retry if queue else self.emulator.queues["default"].retry
+        updated, attempt, verdict, value = settle(task, outcome, retry_default, now)
+        if verdict != "retry":
+            value = self.emulator.tombstone_until()
+        await self._commit((updated, attempt, verdict, value))
+        if verdict == "retry":
+            self.notice(value)
+        self.recent.append((time.monotonic(), task.queue, outcome.ok))
+        if outcome.ok:
+            self.delivered += 1
+        else:
+            self.failures += 1
+            log = logger.warning if verdict == "failed" else logger.info
+            log(
+                "task %s/%s attempt %d: %s%s",
+                task.queue,
+                task.name,
+                attempt.number,
+                outcome.status or outcome.excerpt,
+                " - giving up" if verdict == "failed" else f" - retry in {(value - now) / US:.3g}s",
+            )
+        for listener in list(self._listeners):
+            listener(updated, outcome, verdict)
+
+    async def _commit(self, entry: tuple[Task, Attempt, str, int]) -> None:
+        """Record an outcome in one transaction with the others that finish in the same pass (group commit)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_commit.append((entry, done))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_pending(), name="commit outcomes")
+        await done
+
+    async def _commit_pending(self) -> None:
+        try:
+            await asyncio.sleep(0)  # deliveries answered in this pass of the loop join the batch
+            batch, self._to_commit = self._to_commit, []
+            try:
+                await self.store.finish([entry for entry, _ in batch])
+                outcomes: list[BaseException | None] = [None] * len(batch)
+            except Exception:
+                # One bad entry must not keep the others from being recorded.
+                outcomes = [await self._finish_alone(entry) for entry, _ in batch]
+            for (_, done), error in zip(batch, outcomes):
+                if done.done():
+                    continue  # its delivery was cancelled (shutdown)
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+        finally:
+            self._committer = None
+            if self._to_commit:
+                self._committer = asyncio.create_task(self._commit_pending(), name="commit outcomes")
+
+    async def _finish_alone(self, entry: tuple[Task, Attempt, str, int]) -> BaseException | None:
+        try:
+            await self.store.finish([entry])
+        except Exception as exc:
+            return exc
+        return None
+
+    def last_minute(self) -> dict[str, tuple[int, int]]:
+        """Per queue: (succeeded, failed) attempts in the last 60 seconds."""
+        cutoff = time.monotonic() - 60
+        while self.recent and self.recent[0][0] < cutoff:
+            self.recent.popleft()
+        out: dict[str, tuple[int, int]] = {}
+        for _, queue, ok in self.recent:
+            good, bad = out.get(queue, (0, 0))
+            out[queue] = (good + 1, bad) if ok else (good, bad + 1)
+        return out
+
+    async def drain(self, queues: Sequence[str] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Deliver every due task now (ignoring rate limits) until none is due or in flight."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        seen: list[tuple[Task, Outcome, str]] = []
+
+        def listener(task: Task, outcome: Outcome, verdict: str) -> None:
+            if queues is None or task.queue in queues:
+                seen.append((task, outcome, verdict))
+
+        self._listeners.append(listener)
+        timed_out = False
+        try:
+            while True:
+                await self.run_once(ignore_limits=True, only=queues)
+                pending = [t for t in self._inflight.values() if self._matches(t, queues)]
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    timed_out = bool(pending) or await self._due(queues) > 0
+                    break
+                if pending:
+                    await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                if not await self._due(queues):
+                    break
+                # Due but not claimed: other queues' deliveries hold every slot; wait for one to end.
+                others = list(self._inflight.values())
+                if others:
+                    await asyncio.wait(others, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.sleep(min(remaining, VIRTUAL_POLL_S))
+        finally:
+            self._listeners.remove(listener)
+        return drain_report(seen, timed_out)
+
+    def _matches(self, delivery: asyncio.Task[None], queues: Sequence[str] | None) -> bool:
+        if queues is None:
+            return True
+        name = delivery.get_name().removeprefix("deliver ")
+        return name.split("/", 1)[0] in queues
+
+    async def _due(self, queues: Sequence[str] | None) -> int:
+        names = [
+            q.name
+            for q in self.emulator.queues.values()
+            if q.state is QueueState.RUNNING and q.mode == "push" and (queues is None or q.name in queues)
+        ]
+        return await self.store.count_due(names, self.emulator.now_us())
+
+    async def cancel_all(self) -> None:
+        """Abandon every delivery under way without recording it (``reset`` deletes their tasks)."""
+        pending = list(self._inflight.values())
+        for delivery in pending:
+            delivery.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop: let deliveries in flight finish for a few seconds, then cancel the rest (they stay leased)."""
+        self._closing = True
+        self.wake()
+        pending = list(self._inflight.values())
+        if pending:
+            done, still = await asyncio.wait(pending, timeout=CLOSE_GRACE_S)
+            for delivery in still:
+                delivery.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+
+
+def drain_report(seen: Sequence[tuple[Task, Outcome, str]], timed_out: bool) -> dict[str, Any]:
+    """The summary ``drain`` answers with."""
+    failures = [
+        {
+            "queue": task.queue,
+            "task": task.name,
+            "status": outcome.status,
+            "response": outcome.excerpt[:500],
+            "willRetry": verdict == "retry",
+        }
+        for task, outcome, verdict in seen
+        if not outcome.ok
+    ]
+    return {
+        "dispatched": len(seen),
+        "succeeded": sum(1 for _, outcome, _ in seen if outcome.ok),
+        "retried": sum(1 for *_, verdict in seen if verdict == "retry"),
+        "failed": sum(1 for *_, verdict in seen if verdict == "failed"),
+        "failures": failures,
+        "timedOut": timed_out,
+    }

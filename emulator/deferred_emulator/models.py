@@ -1,0 +1,178 @@
+"""The data the emulator keeps: queues, their retry and rate settings, and tasks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+#: App Engine's proto defaults for retry parameters.
+DEFAULT_MIN_BACKOFF_S = 0.1
+DEFAULT_MAX_BACKOFF_S = 3600.0
+DEFAULT_MAX_DOUBLINGS = 16
+#: App Engine's default queue: 5 tasks a second, bucket of 5.
+DEFAULT_RATE = 5.0
+DEFAULT_BUCKET_SIZE = 5
+
+
+class TaskState(str, Enum):
+    """Where a task is in its life."""
+
+    #: stored, waiting for its ETA (or for a token, or for its queue to resume).
+    WAITING = "waiting"
+    #: claimed by the dispatcher, a delivery in flight.
+    RUNNING = "running"
+    #: gave up after its retry limits; kept for inspection.
+    FAILED = "failed"
+
+
+class QueueState(str, Enum):
+    """Cloud Tasks queue states."""
+
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    DISABLED = "DISABLED"
+
+
+class TargetKind(str, Enum):
+    """Which kind of request a task makes."""
+
+    APP_ENGINE = "appengine"
+    HTTP = "http"
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """App Engine retry parameters (queue.yaml ``retry_parameters`` or a task's retry options)."""
+
+    retry_limit: int | None = None
+    age_limit_s: float | None = None
+    min_backoff_s: float = DEFAULT_MIN_BACKOFF_S
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S
+    max_doublings: int = DEFAULT_MAX_DOUBLINGS
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, for storage."""
+        return {
+            "retry_limit": self.retry_limit,
+            "age_limit_s": self.age_limit_s,
+            "min_backoff_s": self.min_backoff_s,
+            "max_backoff_s": self.max_backoff_s,
+            "max_doublings": self.max_doublings,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetryConfig:
+        """The inverse of ``to_dict``."""
+        return cls(**data)
+
+    def to_text(self) -> str:
+        """JSON text, for a SQLite column."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_text(cls, text: str | None) -> RetryConfig | None:
+        """The inverse of ``to_text``; None stays None."""
+        return cls.from_dict(json.loads(text)) if text else None
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A push (or pull) queue and its throughput and retry settings."""
+
+    name: str
+    state: QueueState = QueueState.RUNNING
+    rate_per_s: float = DEFAULT_RATE
+    bucket_size: int = DEFAULT_BUCKET_SIZE
+    max_concurrent: int | None = None
+    target: str | None = None
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    mode: str = "push"
+    #: where the queue came from: "api", "yaml" or "default".
+    source: str = "api"
+    created_us: int = 0
+    purge_us: int = 0
+
+    def with_changes(self, **changes: Any) -> QueueConfig:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt, as the attempt history keeps it."""
+
+    task_id: int
+    number: int
+    schedule_us: int
+    dispatch_us: int
+    response_us: int
+    status: int
+    reason: str
+    excerpt: str
+
+    @property
+    def latency_ms(self) -> float:
+        """How long the app took to answer."""
+        return (self.response_us - self.dispatch_us) / 1000
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task as a client asks for it, validated but not yet stored."""
+
+    queue: str
+    name: str
+    eta_us: int
+    kind: TargetKind = TargetKind.APP_ENGINE
+    method: str = "POST"
+    url: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    service: str = ""
+    version: str = ""
+    instance: str = ""
+    host: str = ""
+    retry: RetryConfig | None = None
+    deadline_s: float | None = None
+    #: True when the emulator picked the name (it can never collide with a tombstone of the user's).
+    generated_name: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    """A stored task with its delivery counters."""
+
+    id: int
+    queue: str
+    name: str
+    state: TaskState
+    eta_us: int
+    created_us: int
+    kind: TargetKind
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    service: str
+    version: str
+    instance: str
+    host: str
+    retry: RetryConfig | None
+    deadline_s: float | None
+    retry_count: int = 0
+    execution_count: int = 0
+    dispatch_count: int = 0
+    response_count: int = 0
+    previous_response: int | None = None
+    retry_reason: str = ""
+    first_attempt_us: int | None = None
+    last_schedule_us: int | None = None
+    last_dispatch_us: int | None = None
+    last_response_us: int | None = None
+    last_status: int | None = None
+    last_excerpt: str = ""
+
+    def __repr__(self) -> str:
+        return f"<Task {self.queue}/{self.name} {self.state.value} eta_us={self.eta_us} retries={self.retry_count}>"

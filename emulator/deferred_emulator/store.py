@@ -1,0 +1,509 @@
+"""All of the emulator's SQL: queues, tasks, attempts, tombstones and entities.
+
+One aiosqlite connection is the single writer. Every method takes ``now`` (microseconds) as an
+argument; nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from . import hotpath
+from .hotpath import TASK_COLUMNS
+from .models import Attempt, NewTask, QueueConfig, QueueState, RetryConfig, TargetKind, Task, TaskState
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue_tombstone (name TEXT PRIMARY KEY, until_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS task (
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    eta_us INTEGER NOT NULL,
+    created_us INTEGER NOT NULL,
+    lease_until_us INTEGER,
+    kind TEXT NOT NULL,
+    method TEXT NOT NULL,
+    url TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    service TEXT NOT NULL DEFAULT '',
+    version TEXT NOT NULL DEFAULT '',
+    instance TEXT NOT NULL DEFAULT '',
+    host TEXT NOT NULL DEFAULT '',
+    retry TEXT,
+    deadline_s REAL,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    execution_count INTEGER NOT NULL DEFAULT 0,
+    dispatch_count INTEGER NOT NULL DEFAULT 0,
+    response_count INTEGER NOT NULL DEFAULT 0,
+    previous_response INTEGER,
+    retry_reason TEXT NOT NULL DEFAULT '',
+    first_attempt_us INTEGER,
+    last_schedule_us INTEGER,
+    last_dispatch_us INTEGER,
+    last_response_us INTEGER,
+    last_status INTEGER,
+    last_excerpt TEXT NOT NULL DEFAULT '',
+    UNIQUE (queue, name)
+);
+CREATE INDEX IF NOT EXISTS task_due ON task (queue, state, eta_us);
+CREATE INDEX IF NOT EXISTS task_running ON task (queue) WHERE state='running';
+CREATE TABLE IF NOT EXISTS attempt (
+    task_id INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    schedule_us INTEGER NOT NULL,
+    dispatch_us INTEGER NOT NULL,
+    response_us INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    excerpt TEXT NOT NULL,
+    PRIMARY KEY (task_id, number)
+);
+CREATE TABLE IF NOT EXISTS tombstone (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    until_us INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+);
+CREATE INDEX IF NOT EXISTS tombstone_until ON tombstone (until_us);
+CREATE TABLE IF NOT EXISTS entity (
+    key TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created_us INTEGER NOT NULL,
+    task_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS entity_task ON entity (task_id);
+"""
+
+
+class StoreError(Exception):
+    """Raised when the database file cannot be used (corrupt, foreign, or another version)."""
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    """Build a Task from a row selected with TASK_COLUMNS."""
+    return Task(
+        id=row[0],
+        queue=row[1],
+        name=row[2],
+        state=TaskState(row[3]),
+        eta_us=row[4],
+        created_us=row[5],
+        kind=TargetKind(row[6]),
+        method=row[7],
+        url=row[8],
+        headers=json.loads(row[9]),
+        body=bytes(row[10]),
+        service=row[11],
+        version=row[12],
+        instance=row[13],
+        host=row[14],
+        retry=RetryConfig.from_text(row[15]),
+        deadline_s=row[16],
+        retry_count=row[17],
+        execution_count=row[18],
+        dispatch_count=row[19],
+        response_count=row[20],
+        previous_response=row[21],
+        retry_reason=row[22],
+        first_attempt_us=row[23],
+        last_schedule_us=row[24],
+        last_dispatch_us=row[25],
+        last_response_us=row[26],
+        last_status=row[27],
+        last_excerpt=row[28],
+    )
+
+
+def queue_to_text(queue: QueueConfig) -> str:
+    """JSON text of a queue's settings."""
+    data = {
+        "state": queue.state.value,
+        "rate_per_s": queue.rate_per_s,
+        "bucket_size": queue.bucket_size,
+        "max_concurrent": queue.max_concurrent,
+        "target": queue.target,
+        "retry": queue.retry.to_dict(),
+        "mode": queue.mode,
+        "source": queue.source,
+        "created_us": queue.created_us,
+        "purge_us": queue.purge_us,
+    }
+    return json.dumps(data)
+
+
+def queue_from_row(name: str, text: str) -> QueueConfig:
+    """The inverse of ``queue_to_text``."""
+    data = json.loads(text)
+    data["state"] = QueueState(data["state"])
+    data["retry"] = RetryConfig.from_dict(data["retry"])
+    return QueueConfig(name=name, **data)
+
+
+def generate_task_name() -> str:
+    """A 20-digit task id, the shape production gives unnamed tasks."""
+    return str(10**19 + secrets.randbelow(9 * 10**19))
+
+
+class Store:
+    """The SQLite database behind the emulator."""
+
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self.db = db
+        self.path = path
+        # One connection serves every coroutine: the lock keeps one coroutine's statements out
+        # of another's transaction.
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[None]:
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
+        async with self._lock:
+            return fn(self.db._conn, *args)
+
+    async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self._lock:
+            async with self.db.execute(sql, tuple(params)) as cur:
+                return cur.rowcount
+
+    @classmethod
+    async def open(cls, path: str) -> Store:
+        """Open (creating if needed) the database at ``path`` and apply the schema."""
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the hot paths use the connection from the event loop thread (see hotpath).
+        db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await cls._check_foreign(db, path)
+            await db.executescript(SCHEMA)
+            await cls._check_version(db)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise StoreError(f"{path} is not a deferred-emulator database ({exc})") from exc
+        except StoreError:
+            await db.close()
+            raise
+        return cls(db, path)
+
+    @staticmethod
+    async def _check_foreign(db: aiosqlite.Connection, path: str) -> None:
+        """Refuse another program's SQLite database rather than adding our tables to it."""
+        async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+            tables = {row[0] for row in await cur.fetchall()}
+        if tables and "meta" not in tables:
+            shown = ", ".join(sorted(tables)[:5])
+            raise StoreError(
+                f"{path} is another program's SQLite database (tables: {shown}), not a deferred-emulator one"
+            )
+
+    @staticmethod
+    async def _check_version(db: aiosqlite.Connection) -> None:
+        async with db.execute("SELECT value FROM meta WHERE key='schema_version'") as cur:
+            row = await cur.fetchone()
+        if row is None:
+            await db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            raise StoreError(f"database schema version {row[0]} is not {SCHEMA_VERSION}")
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.db.close()
+
+    async def _raw_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    async def _raw_all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self.db.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self._lock:
+            return await self._raw_one(sql, params)
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self._lock:
+            return await self._raw_all(sql, params)
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    async def load_queues(self) -> list[QueueConfig]:
+        """Every stored queue."""
+        rows = await self._all("SELECT name, data FROM queue ORDER BY name")
+        return [queue_from_row(name, data) for name, data in rows]
+
+    async def save_queue(self, queue: QueueConfig) -> None:
+        """Insert or replace a queue's settings."""
+        await self._exec(
+            "INSERT INTO queue (name, data) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET data=excluded.data",
+            (queue.name, queue_to_text(queue)),
+        )
+
+    async def delete_queue(self, name: str, until_us: int) -> None:
+        """Delete a queue, its tasks and their entities; remember the name until ``until_us``."""
+        async with self._tx():
+            await self.db.execute("DELETE FROM entity WHERE task_id IN (SELECT id FROM task WHERE queue=?)", (name,))
+            await self.db.execute("DELETE FROM attempt WHERE task_id IN (SELECT id FROM task WHERE queue=?)", (name,))
+            await self.db.execute("DELETE FROM task WHERE queue=?", (name,))
+            await self.db.execute("DELETE FROM tombstone WHERE queue=?", (name,))
+            await self.db.execute("DELETE FROM queue WHERE name=?", (name,))
+            await self.db.execute(
+                "INSERT OR REPLACE INTO queue_tombstone (name, until_us) VALUES (?, ?)", (name, until_us)
+            )
+
+    async def queue_deleted_until(self, name: str, now: int) -> int | None:
+        """When a recently deleted queue's name becomes free again, or None."""
+        row = await self._one("SELECT until_us FROM queue_tombstone WHERE name=? AND until_us>?", (name, now))
+        return None if row is None else int(row[0])
+
+    async def forget_queue_tombstone(self, name: str) -> None:
+        """Let a deleted queue's name be used again at once."""
+        await self._exec("DELETE FROM queue_tombstone WHERE name=?", (name,))
+
+    # -- adding tasks ---------------------------------------------------------------------------
+
+    async def add_tasks(self, tasks: Sequence[NewTask], now: int) -> list[Task]:
+        """Insert tasks atomically: all of them, or none if a name is taken or tombstoned."""
+        return await self._sync(hotpath.add, tasks, now)
+
+    # -- claiming and finishing -----------------------------------------------------------------
+
+    async def claim_due(self, queue: str, now: int, limit: int, lease_until: int) -> list[Task]:
+        """Lease up to ``limit`` waiting tasks of ``queue`` whose ETA has come, oldest first."""
+        rows = await self._sync(hotpath.claim, queue, now, limit, lease_until)
+        tasks = [task_from_row(row) for row in rows]
+        tasks.sort(key=lambda t: (t.eta_us, t.id))
+        return tasks
+
+    async def claim_task(self, queue: str, name: str, lease_until: int) -> Task | None:
+        """Lease one task now, whatever its ETA (Run now); None if it is already in flight or gone."""
+        row = await self._one(
+            "UPDATE task SET state='running', lease_until_us=?, last_schedule_us=eta_us"
+            f" WHERE queue=? AND name=? AND state!='running' RETURNING {TASK_COLUMNS}",
+            (lease_until, queue, name),
+        )
+        return None if row is None else task_from_row(row)
+
+    async def next_eta(self, queue: str) -> int | None:
+        """The earliest ETA among the queue's waiting tasks."""
+        return await self._sync(hotpath.next_eta, queue)
+
+    async def release_leases(self) -> int:
+        """Put every leased task back to waiting: called at start, when no delivery can be in flight."""
+        return await self._exec("UPDATE task SET state='waiting', lease_until_us=NULL WHERE state='running'")
+
+    async def finish(self, results: Sequence[tuple[Task, Attempt, str, int]]) -> None:
+        """Record several delivery outcomes in one transaction (group commit).
+
+        Each entry is ``(task, attempt, outcome, value)``: outcome ``done`` (value = tombstone
+        expiry), ``retry`` (value = next ETA) or ``failed`` (value = tombstone expiry).
+        """
+        await self._sync(hotpath.finish, results)
+
+    async def _drop(self, task_id: int) -> None:
+        await self.db.execute("DELETE FROM entity WHERE task_id=?", (task_id,))
+        await self.db.execute("DELETE FROM attempt WHERE task_id=?", (task_id,))
+        await self.db.execute("DELETE FROM task WHERE id=?", (task_id,))
+
+    async def _tombstone(self, queue: str, name: str, until_us: int) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO tombstone (queue, name, until_us) VALUES (?, ?, ?)", (queue, name, until_us)
+        )
+
+    # -- reading and steering tasks -------------------------------------------------------------
+
+    async def get_task(self, queue: str, name: str) -> Task | None:
+        """One task by queue and short name."""
+        row = await self._one(f"SELECT {TASK_COLUMNS} FROM task WHERE queue=? AND name=?", (queue, name))
+        return None if row is None else task_from_row(row)
+
+    async def is_tombstoned(self, queue: str, name: str, now: int) -> bool:
+        """Whether a task name was used recently."""
+        row = await self._one("SELECT 1 FROM tombstone WHERE queue=? AND name=? AND until_us>?", (queue, name, now))
+        return row is not None
+
+    async def list_tasks(
+        self,
+        queue: str,
+        states: Sequence[TaskState] | None = None,
+        limit: int = 100,
+        after: tuple[int, int] | None = None,
+        newest_first: bool = False,
+    ) -> list[Task]:
+        """A page of a queue's tasks ordered by ETA (``after`` is the last (eta_us, id) seen)."""
+        sql = f"SELECT {TASK_COLUMNS} FROM task WHERE queue=?"
+        params: list[Any] = [queue]
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += [s.value for s in states]
+        if after is not None:
+            sql += " AND (eta_us, id) < (?, ?)" if newest_first else " AND (eta_us, id) > (?, ?)"
+            params += list(after)
+        sql += " ORDER BY eta_us DESC, id DESC" if newest_first else " ORDER BY eta_us, id"
+        sql += " LIMIT ?"
+        params.append(limit)
+        return [task_from_row(row) for row in await self._all(sql, params)]
+
+    async def delete_task(self, queue: str, name: str, until_us: int) -> bool:
+        """Delete a task (and its entity) and tombstone its name; False if there was none."""
+        async with self._tx():
+            row = await self._raw_one("SELECT id FROM task WHERE queue=? AND name=?", (queue, name))
+            if row is None:
+                return False
+            await self._drop(int(row[0]))
+            await self._tombstone(queue, name, until_us)
+        return True
+
+    async def purge(self, queue: str, until_us: int, states: Sequence[TaskState] | None = None) -> int:
+        """Delete a queue's tasks (all, or those in ``states``), tombstoning their names."""
+        where = "queue=?"
+        params: list[Any] = [queue]
+        if states:
+            where += f" AND state IN ({','.join('?' * len(states))})"
+            params += [s.value for s in states]
+        async with self._tx():
+            await self.db.execute(
+                "INSERT OR REPLACE INTO tombstone (queue, name, until_us)"
+                f" SELECT queue, name, ? FROM task WHERE {where}",
+                (until_us, *params),
+            )
+            await self.db.execute(f"DELETE FROM entity WHERE task_id IN (SELECT id FROM task WHERE {where})", params)
+            await self.db.execute(f"DELETE FROM attempt WHERE task_id IN (SELECT id FROM task WHERE {where})", params)
+            async with self.db.execute(f"DELETE FROM task WHERE {where}", params) as cur:
+                count = cur.rowcount
+        return count
+
+    async def retry_failed(self, queue: str, now: int, name: str | None = None) -> int:
+        """Put FAILED tasks back to waiting, due now, with fresh counters; their tombstones are lifted."""
+        where = "queue=? AND state='failed'" + (" AND name=?" if name else "")
+        params: list[Any] = [queue] + ([name] if name else [])
+        async with self._tx():
+            await self.db.execute(
+                f"DELETE FROM tombstone WHERE queue=? AND name IN (SELECT name FROM task WHERE {where})",
+                (queue, *params),
+            )
+            async with self.db.execute(
+                f"UPDATE task SET state='waiting', eta_us=?, retry_count=0, execution_count=0,"
+                f" previous_response=NULL, retry_reason='', first_attempt_us=NULL WHERE {where}",
+                (now, *params),
+            ) as cur:
+                count = cur.rowcount
+        return count
+
+    async def attempts(self, task_id: int) -> list[Attempt]:
+        """Every recorded attempt of a task, first to last."""
+        rows = await self._all(
+            "SELECT task_id, number, schedule_us, dispatch_us, response_us, status, reason, excerpt"
+            " FROM attempt WHERE task_id=? ORDER BY number",
+            (task_id,),
+        )
+        return [Attempt(*row) for row in rows]
+
+    async def counts(self, now: int) -> dict[str, dict[str, Any]]:
+        """Per queue: waiting, due, running and failed counts and the oldest ETA."""
+        rows = await self._all(
+            "SELECT queue, state, COUNT(*), SUM(eta_us<=?), MIN(eta_us) FROM task GROUP BY queue, state", (now,)
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for queue, state, count, due, oldest in rows:
+            entry = out.setdefault(queue, {"waiting": 0, "due": 0, "running": 0, "failed": 0, "oldest_eta_us": None})
+            entry[state] = count
+            if state == TaskState.WAITING.value:
+                entry["due"] = int(due or 0)
+            if state != TaskState.FAILED.value and oldest is not None:
+                prev = entry["oldest_eta_us"]
+                entry["oldest_eta_us"] = oldest if prev is None else min(prev, oldest)
+        return out
+
+    # -- entities -------------------------------------------------------------------------------
+
+    async def put_entity(self, body: bytes, now: int, key: str | None = None) -> str:
+        """Store a large payload and return its key (a new one, or ``key``, replacing what it held)."""
+        key = key or "dee_" + secrets.token_hex(16)
+        await self._exec(
+            "INSERT INTO entity (key, body, created_us) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET body=excluded.body",
+            (key, body, now),
+        )
+        return key
+
+    async def link_entity(self, key: str, task_id: int) -> None:
+        """Tie a payload to the task that runs it, so it goes when the task is deleted or gives up."""
+        await self._exec("UPDATE entity SET task_id=? WHERE key=?", (task_id, key))
+
+    async def get_entity(self, key: str) -> bytes | None:
+        """A stored payload, or None."""
+        row = await self._one("SELECT body FROM entity WHERE key=?", (key,))
+        return None if row is None else bytes(row[0])
+
+    async def delete_entity(self, key: str) -> bool:
+        """Delete a stored payload; False if there was none."""
+        return await self._exec("DELETE FROM entity WHERE key=?", (key,)) > 0
+
+    async def list_entities(self, limit: int = 100) -> list[tuple[str, int, int, int | None]]:
+        """(key, size, created_us, task_id) of stored payloads, newest first."""
+        rows = await self._all(
+            "SELECT key, length(body), created_us, task_id FROM entity ORDER BY created_us DESC LIMIT ?", (limit,)
+        )
+        return [(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def prune_tombstones(self, now: int) -> int:
+        """Forget task and queue names whose reservation has run out."""
+        count = await self._exec("DELETE FROM tombstone WHERE until_us<=?", (now,))
+        await self._exec("DELETE FROM queue_tombstone WHERE until_us<=?", (now,))
+        return count
+
+    async def reset(self) -> None:
+        """Delete every task, attempt, tombstone and entity; keep the queues."""
+        async with self._tx():
+            for table in ("task", "attempt", "tombstone", "queue_tombstone", "entity"):
+                await self.db.execute(f"DELETE FROM {table}")
+
+    async def stored_bytes(self) -> int:
+        """What the stored tasks weigh for ``total_storage_limit``: method, URL and body bytes, summed."""
+        row = await self._one(
+            "SELECT COALESCE(SUM(LENGTH(method) + LENGTH(CAST(url AS BLOB)) + LENGTH(body)), 0) FROM task"
+        )
+        return int(row[0])
+
+    async def count_due(self, queues: Sequence[str], now: int) -> int:
+        """Waiting tasks whose ETA has come, in the given queues."""
+        if not queues:
+            return 0
+        marks = ",".join("?" * len(queues))
+        row = await self._one(
+            f"SELECT COUNT(*) FROM task WHERE queue IN ({marks}) AND state='waiting' AND eta_us<=?", (*queues, now)
+        )
+        return int(row[0])
