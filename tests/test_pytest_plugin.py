@@ -158,7 +158,9 @@ def test_a_drain_that_times_out_raises(deferred_emulator: DeferredEmulator) -> N
     with pytest.raises(DrainTimeoutError, match="still due or in flight"):
         deferred_emulator.drain(timeout=0.2)
     release.set()
-    assert deferred_emulator.drain().succeeded == 1
+    # (the answer may be recorded before the next drain starts, so that drain's count is not asserted)
+    deferred_emulator.drain()
+    assert deferred_emulator.tasks() == []
 
 
 def test_api_errors_are_raised(deferred_emulator: DeferredEmulator) -> None:
