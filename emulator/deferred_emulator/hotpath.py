@@ -116,10 +116,12 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: int) -> Task:
         retry=new.retry,
         deadline_s=new.deadline_s,
     )
-    keys = {key.decode() for key in ENTITY_KEY_RE.findall(new.body)} if len(new.body) < 65536 else set()
-    if keys:
+    # The substring test first: it is far cheaper than the regex, and most bodies name no entity.
+    if len(new.body) < 65536 and b"dee_" in new.body:
+        keys = {key.decode() for key in ENTITY_KEY_RE.findall(new.body)}
         marks = ",".join("?" * len(keys))
-        conn.execute(f"UPDATE entity SET task_id=? WHERE key IN ({marks})", (task_id, *keys))
+        if keys:
+            conn.execute(f"UPDATE entity SET task_id=? WHERE key IN ({marks})", (task_id, *keys))
     return task
 
 

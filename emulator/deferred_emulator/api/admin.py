@@ -56,7 +56,8 @@ async def batch_add(request: web.Request) -> web.Response:
     added = await emulator.add_tasks(news)
     view = response_view(data.get("responseView"))
     deadline = emulator.settings.dispatch_deadline_s
-    return json_response({"tasks": [task_to_json(t, _queue_path(request, t.queue), view, deadline) for t in added]})
+    paths = {queue: _queue_path(request, queue) for queue in {t.queue for t in added}}
+    return json_response({"tasks": [task_to_json(t, paths[t.queue], view, deadline) for t in added]})
 
 
 async def put_entity(request: web.Request) -> web.Response:

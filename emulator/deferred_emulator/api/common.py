@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ..dispatcher import Dispatcher
@@ -45,9 +46,13 @@ async def read_json(request: web.Request, *, required: bool = False) -> dict[str
         # A cross-site page can send text/plain without asking first; it must not reach a JSON endpoint.
         raise Unsupported(f"Expected a JSON body (Content-Type: application/json), got {kind or 'none'!r}.")
     try:
-        data = json.loads(raw, parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"Invalid JSON payload received. {exc}") from exc
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson refuses some valid JSON (integers past 64 bits): the standard parser decides, and words the error.
+        try:
+            data = json.loads(raw, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"Invalid JSON payload received. {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidArgument("Invalid JSON payload received. Expected an object.")
     return data
@@ -59,7 +64,11 @@ def _no_constants(name: str) -> Any:
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     """A compact JSON response."""
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # integers past 64 bits
+        body = json.dumps(data).encode()
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
 def page_size(request: web.Request, default: int = 1000, maximum: int = 1000) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 from ..errors import InvalidArgument
 
@@ -14,13 +15,21 @@ MIN_TS_US = -62_135_596_800_000_000
 MAX_TS_US = 253_402_300_799_999_999
 #: protobuf's Duration spans about +-10000 years.
 MAX_DURATION_S = 315_576_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def format_ts(us: int) -> str:
     """``2026-01-02T03:04:05.123456Z``."""
-    dt = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    seconds, micros = divmod(us, 1_000_000)
+    return f"{_format_second(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _format_second(seconds: int) -> str:
+    # Cached: the tasks of one request, and of one busy second, share their second.
+    dt = _EPOCH + timedelta(seconds=seconds)
     # Not strftime: its %Y drops the leading zeros of years before 1000 on some platforms.
-    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt:%H:%M:%S}.{dt.microsecond:06d}Z"
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt:%H:%M:%S}"
 
 
 def parse_ts(text: object, field: str) -> int:
