@@ -10,6 +10,7 @@ import aiohttp
 from deferred_client.signing import sign
 
 from .models import QueueConfig, TargetKind, Task
+from .plainhttp import EXCERPT_BYTES, Pool, request_head
 from .settings import Settings
 
 APP_ENGINE_USER_AGENT = "AppEngine-Google; (+http://code.google.com/appengine)"
@@ -43,7 +44,6 @@ RESERVED_HEADERS = frozenset(
         "User-Agent",
     )
 )
-EXCERPT_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,20 @@ async def deliver(
     headers: dict[str, str],
     deadline_s: float,
     now_us: Callable[[], int],
+    pool: Pool | None = None,
 ) -> Outcome:
-    """Send one attempt and report the status (never raises for the app's failures)."""
+    """Send one attempt and report the status (never raises for the app's failures).
+
+    Plain-HTTP requests go through ``pool`` when one is given, the others through ``session``.
+    """
     _now_us = now_us
     start = _now_us()
     try:
         async with asyncio.timeout(deadline_s):
+            plain = request_head(task.method, url, headers, len(task.body)) if pool is not None else None
+            if pool is not None and plain is not None:
+                status, excerpt = await pool.request(*plain, task.body)
+                return Outcome(status, start, _now_us(), excerpt.decode("utf-8", "replace"))
             async with session.request(
                 task.method,
                 url,

@@ -16,6 +16,7 @@ from .backoff import backoff_s, can_retry
 from .clock import US
 from .delivery import Outcome, build_headers, deliver, target_url
 from .models import Attempt, QueueConfig, QueueState, TargetKind, Task
+from .plainhttp import Pool
 from .ratelimit import TokenBucket
 from .service import Emulator, Hooks
 from .settings import Settings
@@ -92,6 +93,8 @@ class Dispatcher:
         self.emulator = emulator
         self.store = emulator.store
         self.session = session
+        #: Kept-alive connections for plain-HTTP deliveries (the others go through ``session``).
+        self.pool = Pool()
         self._event = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._per_queue: Counter[str] = Counter()
@@ -238,7 +241,7 @@ class Dispatcher:
             url = target_url(task, queue, self.settings)
             headers = build_headers(task, self.settings)
             deadline = task.deadline_s or self.settings.dispatch_deadline_s
-            outcome = await deliver(self.session, task, url, headers, deadline, self.emulator.now_us)
+            outcome = await deliver(self.session, task, url, headers, deadline, self.emulator.now_us, self.pool)
             await self._record(task, queue, outcome)
         except asyncio.CancelledError:
             raise
@@ -391,6 +394,7 @@ class Dispatcher:
             for delivery in still:
                 delivery.cancel()
             await asyncio.gather(*still, return_exceptions=True)
+        self.pool.close()
 
 
 def drain_report(seen: Sequence[tuple[Task, Outcome, str]], timed_out: bool) -> dict[str, Any]:
