@@ -8,7 +8,7 @@ import pytest
 from deferred_emulator.api.tasks_json import task_from_json
 from deferred_emulator.errors import InvalidArgument
 from deferred_emulator.service import check_queue_name, check_task_name
-from deferred_emulator.store import generate_task_name
+from deferred_emulator.taskids import generate_task_name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,9 +50,14 @@ def test_a_trailing_newline_is_not_part_of_a_valid_id(name: str) -> None:
         check_queue_name(name)
 
 
-def test_generated_names_are_valid() -> None:
-    for _ in range(200):
-        check_task_name(generate_task_name())
+def test_generated_names_are_valid_distinct_and_rising() -> None:
+    names = [generate_task_name() for _ in range(2000)]
+    for name in names:
+        check_task_name(name)
+        assert len(name) == 20 and name.isdigit()
+    assert len(set(names)) == len(names)
+    # (rising in their leading digits, so that they are added side by side in the name index)
+    assert [name[:14] for name in names] == sorted(name[:14] for name in names)
 
 
 @settings(deadline=None, max_examples=50)

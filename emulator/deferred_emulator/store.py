@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -156,15 +155,6 @@ def queue_from_row(name: str, text: str) -> QueueConfig:
     data["state"] = QueueState(data["state"])
     data["retry"] = RetryConfig.from_dict(data["retry"])
     return QueueConfig(name=name, **data)
-
-
-#: Task ids need to be unique, not secret: a seeded Mersenne Twister costs a fraction of os.urandom.
-_NAMES = random.Random(secrets.randbits(128))
-
-
-def generate_task_name() -> str:
-    """A 20-digit task id, the shape production gives unnamed tasks."""
-    return str(10**19 + _NAMES.randrange(9 * 10**19))
 
 
 class Store:

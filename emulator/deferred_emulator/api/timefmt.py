@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 
 from ..errors import InvalidArgument
@@ -16,6 +16,7 @@ MAX_TS_US = 253_402_300_799_999_999
 #: protobuf's Duration spans about +-10000 years.
 MAX_DURATION_S = 315_576_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def format_ts(us: int) -> str:
@@ -38,21 +39,31 @@ def parse_ts(text: object, field: str) -> int:
     if match is None:
         raise InvalidArgument(f"Invalid value for {field}: {text!r} is not an RFC 3339 timestamp.")
     year, month, day, hour, minute, second, frac, offset = match.groups()
+    h, m, s = int(hour), int(minute), int(second)
     try:
-        tz = timezone.utc
+        days = _epoch_day(int(year), int(month), int(day))
+        if h > 23 or m > 59 or s > 59:
+            raise ValueError("hour, minute or second out of range")
+        offset_s = 0
         if offset not in ("Z", "z"):
-            sign = -1 if offset[0] == "-" else 1
-            tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
-        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz)
+            oh, om = int(offset[1:3]), int(offset[4:6])
+            if oh > 23 or om > 59:
+                raise ValueError("offset out of range")
+            offset_s = (-1 if offset[0] == "-" else 1) * (oh * 3600 + om * 60)
     except ValueError as exc:
         raise InvalidArgument(f"Invalid value for {field}: {text!r} ({exc}).") from exc
-    micros = int((frac or "0").ljust(9, "0")[:6])
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    us = (delta.days * 86400 + delta.seconds) * 1_000_000 + micros
+    micros = int(frac[:6].ljust(6, "0")) if frac else 0
+    us = (days * 86400 + h * 3600 + m * 60 + s - offset_s) * 1_000_000 + micros
     if not MIN_TS_US <= us <= MAX_TS_US:
         # An offset can carry a valid wall-clock time out of the years 1 to 9999, which nothing could print.
         raise InvalidArgument(f"Invalid value for {field}: {text!r} is outside the years 0001 to 9999.")
     return us
+
+
+@lru_cache(maxsize=1024)
+def _epoch_day(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a date (ValueError for a date that does not exist)."""
+    return date(year, month, day).toordinal() - _EPOCH_ORDINAL
 
 
 def format_duration(seconds: float) -> str:
