@@ -48,6 +48,8 @@ class RecordingApp:
     requests: list[Received] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     hang_s: float = 0.0
+    #: When set, each request waits for this event before it is answered (a hang the test ends itself).
+    hold: asyncio.Event | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -84,6 +86,8 @@ async def app_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Re
         rec.arrived.set()
         if rec.hang_s:
             await asyncio.sleep(rec.hang_s)
+        if rec.hold is not None:
+            await rec.hold.wait()
         status = rec.statuses.pop(0) if rec.statuses else 200
         if 300 <= status < 400:
             raise web.HTTPFound("/elsewhere")

@@ -159,5 +159,5 @@ async def test_advancing_wakes_the_dispatcher(make_emulator: MakeEmulator, app_s
     # When the clock is advanced by an hour
     await emulator.call("POST", "/_emulator/v1/clock:advance", {"seconds": 3600})
     # Then the task is delivered at once, without waiting out the dispatcher's sleep
-    [request] = await app_server.wait_for(1, timeout=5)
+    [request] = await app_server.wait_for(1, timeout=30)
     assert request.path == "/work"

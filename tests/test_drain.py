@@ -82,31 +82,47 @@ async def test_drain_ignores_rate_limits(make_emulator: MakeEmulator, app_server
     assert not report["timedOut"]
 
 
+async def drain_started(emulator: Handle) -> None:
+    """Wait (bounded) until a drain is under way in the emulator: it listens for outcomes while it runs."""
+    for _ in range(1000):
+        if emulator.dispatcher._listeners:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the drain did not start within 10 s")
+
+
 async def test_drain_waits_for_deliveries_in_flight(make_emulator: MakeEmulator, app_server: RecordingApp) -> None:
-    # Given a task started with :run whose handler takes a while
+    # Given a task started with :run whose handler answers only when the test lets it
     emulator = await manual(make_emulator, app_server)
-    app_server.hang_s = 0.3
+    app_server.hold = asyncio.Event()
     await emulator.add(name=named("slow"))
     await emulator.call("POST", f"{API}/queues/default/tasks/slow:run", {})
-    # When drained
-    report = await emulator.drain()
-    # Then drain returned only once the delivery had finished
+    await app_server.wait_for(1)
+    # When drained, and the handler answers while the drain waits
+    draining = asyncio.create_task(emulator.drain())
+    await drain_started(emulator)
+    assert not draining.done()
+    app_server.hold.set()
+    report = await draining
+    # Then drain returned only once the delivery had finished, and counted it
     assert report["succeeded"] == 1
     assert (await emulator.call("GET", f"{API}/queues/default/tasks"))["tasks"] == []
 
 
 async def test_drain_does_not_wait_for_other_queues(make_emulator: MakeEmulator, app_server: RecordingApp) -> None:
-    # Given a slow delivery in flight in "default"
+    # Given a delivery in flight in "default" that answers only when the test lets it
     emulator = await manual(make_emulator, app_server, auto_create_queues=True)
-    app_server.hang_s = 1.0
+    app_server.hold = asyncio.Event()
     await emulator.add(name=named("slow"))
     await emulator.call("POST", f"{API}/queues/default/tasks/slow:run", {})
     await app_server.wait_for(1)
     # When the empty "other" queue is drained
     await emulator.add("other", countdown="60s")
-    report = await asyncio.wait_for(emulator.drain(queues=["other"], timeout=5), timeout=0.9)
-    # Then it answers without waiting for "default"
+    report = await emulator.drain(queues=["other"], timeout=30)
+    # Then it answers without waiting for "default" (which would have held it until its timeout)
     assert (report["dispatched"], report["timedOut"]) == (0, False)
+    assert emulator.dispatcher.in_flight("default") == 1
+    app_server.hold.set()
 
 
 async def test_drain_delivers_tasks_that_deliveries_make_due(
@@ -207,14 +223,15 @@ async def test_reset_forgets_tasks_failures_and_tombstones(
 
 
 async def test_reset_abandons_deliveries_in_flight(make_emulator: MakeEmulator, app_server: RecordingApp) -> None:
-    # Given a delivery in flight
+    # Given a delivery in flight, held by the app until the test lets it answer
     emulator = await manual(make_emulator, app_server)
-    app_server.hang_s = 0.3
+    app_server.hold = asyncio.Event()
     await emulator.add(name=named("busy"))
     await emulator.call("POST", f"{API}/queues/default/tasks/busy:run", {})
     await app_server.wait_for(1)
-    # When the emulator is reset
+    # When the emulator is reset (and then the app answers)
     await emulator.call("POST", "/_emulator/v1/reset", {})
+    app_server.hold.set()
     # Then nothing is recorded for it afterwards: its name is free and nothing is in flight
     assert emulator.dispatcher.in_flight() == 0
     assert (await emulator.add(name=named("busy")))["name"] == named("busy")
