@@ -153,6 +153,8 @@ async def test_a_closed_port_is_an_os_error() -> None:
         ("POST", "http://127.0.0.1/task", {"Bad Name": "v"}),
         ("POST", "http://127.0.0.1/task", {"X-Name": "caf\u00e9"}),
         ("POST", "http://127.0.0.1:99999/task", {}),
+        ("POST", "http://exa\x0bmple.com/task", {}),
+        ("POST", "http://exa mple.com/task", {}),
     ],
 )
 def test_requests_it_cannot_write_as_aiohttp_would_are_left_to_aiohttp(

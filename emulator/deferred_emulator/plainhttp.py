@@ -25,6 +25,7 @@ MAX_IDLE_PER_HOST = 64
 IDLE_S = 4.0
 
 _PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
+_HOST_RE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]]+")
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
 
@@ -50,9 +51,9 @@ def request_head(method: str, url: str, headers: Mapping[str, str], body_len: in
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    if not host or parts.username is not None or not _PATH_RE.fullmatch(path):
+    if not host or parts.username is not None or not _PATH_RE.fullmatch(path) or not _HOST_RE.fullmatch(parts.netloc):
         return None
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}"]
     for name, value in headers.items():
         if not _TOKEN_RE.fullmatch(name) or not _VALUE_RE.fullmatch(value):
             return None
