@@ -23,6 +23,8 @@ from .store import Store
 logger = logging.getLogger(__name__)
 
 settings_key = web.AppKey("settings", Settings)
+#: How often expired tombstones are deleted (the check itself compares expiry times, so this only reclaims space).
+PRUNE_EVERY_S = 3600.0
 
 
 async def runtime_context(app: web.Application) -> AsyncIterator[None]:
@@ -52,9 +54,12 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(emulator, session)
     runtime.emulator, runtime.dispatcher = emulator, dispatcher
     loop_task = asyncio.create_task(dispatcher.run(), name="dispatcher") if settings.dispatch else None
+    pruning = asyncio.create_task(prune_tombstones(emulator), name="prune tombstones")
     try:
         yield
     finally:
+        pruning.cancel()
+        await asyncio.gather(pruning, return_exceptions=True)
         if watcher is not None:
             await watcher.close()
         if loop_task is not None:
@@ -63,6 +68,18 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         await dispatcher.close()
         await session.close()
         await store.close()
+
+
+async def prune_tombstones(emulator: Emulator, every_s: float = PRUNE_EVERY_S) -> None:
+    """Forget expired task names now and then: every delivered task leaves one, kept for a week by default."""
+    while True:
+        try:
+            count = await emulator.store.prune_tombstones(emulator.now_us())
+            if count:
+                logger.info("forgot %d expired task name(s)", count)
+        except Exception:
+            logger.exception("could not prune expired task names")
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

@@ -493,11 +493,21 @@ class Store:
 
     # -- housekeeping ---------------------------------------------------------------------------
 
-    async def prune_tombstones(self, now: int) -> int:
-        """Forget task and queue names whose reservation has run out."""
-        count = await self._exec("DELETE FROM tombstone WHERE until_us<=?", (now,))
+    async def prune_tombstones(self, now: int, batch: int = 10_000) -> int:
+        """Forget task and queue names whose reservation has run out; how many task names.
+
+        In batches, each its own statement, so that a backlog of expired names (one per task delivered)
+        never holds the hot paths up for long.
+        """
+        sql = "DELETE FROM tombstone WHERE rowid IN (SELECT rowid FROM tombstone WHERE until_us<=? LIMIT ?)"
+        total = 0
+        while True:
+            count = await self._exec(sql, (now, batch))
+            total += count
+            if count < batch:
+                break
         await self._exec("DELETE FROM queue_tombstone WHERE until_us<=?", (now,))
-        return count
+        return total
 
     async def reset(self) -> None:
         """Delete every task, attempt, tombstone and entity; keep the queues."""

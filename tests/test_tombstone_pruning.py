@@ -1,0 +1,54 @@
+"""Expired task names are forgotten: in batches, and by the running emulator without being asked."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from conftest import API, MakeEmulator, RecordingApp
+from deferred_emulator.store import Store
+
+
+async def tombstone_names(store: Store) -> list[str]:
+    return [row[0] for row in await store._all("SELECT name FROM tombstone ORDER BY name")]
+
+
+async def test_only_expired_names_are_pruned_whatever_the_batch(tmp_path: Path) -> None:
+    # Given five expired task names and two still reserved
+    store = await Store.open(str(tmp_path / "tasks.sqlite3"))
+    try:
+        for i in range(5):
+            await store._exec("INSERT INTO tombstone (queue, name, until_us) VALUES ('q', ?, ?)", (f"old{i}", 100 + i))
+        for name in ("new0", "new1"):
+            await store._exec("INSERT INTO tombstone (queue, name, until_us) VALUES ('q', ?, 1000)", (name,))
+        # When pruned at time 500 two at a time
+        count = await store.prune_tombstones(500, batch=2)
+        # Then exactly the expired ones are gone
+        assert count == 5
+        assert await tombstone_names(store) == ["new0", "new1"]
+        assert await store.is_tombstoned("q", "new0", 500)
+    finally:
+        await store.close()
+
+
+async def test_a_running_emulator_forgets_expired_names(
+    make_emulator: MakeEmulator, app_server: RecordingApp, tmp_path: Path
+) -> None:
+    # Given a database holding the name of a task delivered long ago, and of one delivered just now
+    db = tmp_path / "tasks.sqlite3"
+    store = await Store.open(str(db))
+    await store._exec("INSERT INTO tombstone (queue, name, until_us) VALUES ('default', 'ancient', 1)")
+    await store.close()
+    emulator = await make_emulator(app_url=app_server.url, db_path=str(db), ignore_rate_limits=True)
+    await emulator.add(name="recent")
+    await app_server.wait_for(1)
+    await emulator.drain()
+    # When the emulator has run, then the expired name is forgotten and the recent one still reserved
+    store = emulator.emulator.store
+    for _ in range(500):  # the pruning starts with the emulator; at most 5 s
+        if await tombstone_names(store) == ["recent"]:
+            break
+        await asyncio.sleep(0.01)
+    assert await tombstone_names(store) == ["recent"]
+    refused = await emulator.call("POST", f"{API}/queues/default/tasks", {"task": {"name": "recent"}}, expect=409)
+    assert refused["error"]["status"] == "ALREADY_EXISTS"
