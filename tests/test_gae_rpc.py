@@ -15,6 +15,7 @@ pytest.importorskip("google.appengine.api", reason="needs the gae extra (appengi
 
 from deferred_emulator.api import gae
 from deferred_emulator.api.gae_protocol import protos
+from deferred_emulator.throughput import Throughput
 
 pb = protos()
 TQ = pb.taskqueue
@@ -318,3 +319,25 @@ async def test_rollback_drops_tasks_and_six_tasks_are_too_many(quiet: Handle) ->
     # Then the SDK gets a datastore error (DATASTORE_ERROR + BAD_REQUEST)
     assert response.application_error.code == ERR.DATASTORE_BAD_REQUEST
     assert "maximum allowed 5" in response.application_error.detail
+
+
+async def test_stats_count_the_last_minute_and_hour_of_deliveries(
+    make_emulator: MakeEmulator, app_server: RecordingApp
+) -> None:
+    # Given a task delivered twenty minutes ago (as the dispatcher's clock tells) and one delivered now
+    emulator = await make_emulator(app_url=app_server.url, dispatch=False)
+    offset = [1200.0]
+    emulator.dispatcher.throughput = Throughput(lambda: time.monotonic() - offset[0])
+    await bulk_add(emulator, add_request(name="a"))
+    assert (await emulator.drain())["succeeded"] == 1
+    offset[0] = 0.0
+    await bulk_add(emulator, add_request(name="b"))
+    assert (await emulator.drain())["succeeded"] == 1
+    # When the statistics are fetched
+    response = await rpc(
+        emulator, "taskqueue", "FetchQueueStats", TQ.TaskQueueFetchQueueStatsRequest(queue_name=[b"default"])
+    )
+    [stats] = TQ.TaskQueueFetchQueueStatsResponse.FromString(response.response).queuestats
+    # Then the minute counts one and the hour both
+    assert stats.scanner_info.executed_last_minute == 1
+    assert stats.scanner_info.executed_last_hour == 2

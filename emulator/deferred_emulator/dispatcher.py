@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,6 +20,7 @@ from .plainhttp import Pool
 from .ratelimit import TokenBucket
 from .service import Emulator, Hooks
 from .settings import Settings
+from .throughput import Throughput
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class Dispatcher:
         #: Outcomes waiting to be written together, and the task writing them (group commit).
         self._to_commit: list[tuple[tuple[Task, Attempt, str, int], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
-        #: (monotonic second, queue, succeeded) of recent attempts, for the last-minute stats.
-        self.recent: deque[tuple[float, str, bool]] = deque()
+        #: Recent attempts per queue, for the stats.
+        self.throughput = Throughput()
         self.delivered = 0
         self.failures = 0
         emulator.hooks = Hooks(
@@ -263,7 +264,7 @@ class Dispatcher:
         await self._commit((updated, attempt, verdict, value))
         if verdict == "retry":
             self.notice(value)
-        self.recent.append((time.monotonic(), task.queue, outcome.ok))
+        self.throughput.record(task.queue, outcome.ok)
         if outcome.ok:
             self.delivered += 1
         else:
@@ -319,14 +320,11 @@ class Dispatcher:
 
     def last_minute(self) -> dict[str, tuple[int, int]]:
         """Per queue: (succeeded, failed) attempts in the last 60 seconds."""
-        cutoff = time.monotonic() - 60
-        while self.recent and self.recent[0][0] < cutoff:
-            self.recent.popleft()
-        out: dict[str, tuple[int, int]] = {}
-        for _, queue, ok in self.recent:
-            good, bad = out.get(queue, (0, 0))
-            out[queue] = (good + 1, bad) if ok else (good, bad + 1)
-        return out
+        return self.throughput.last_minute()
+
+    def last_hour(self) -> dict[str, tuple[int, int]]:
+        """Per queue: (succeeded, failed) attempts in the last hour."""
+        return self.throughput.last_hour()
 
     async def drain(self, queues: Sequence[str] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
         """Deliver every due task now (ignoring rate limits) until none is due or in flight."""

@@ -225,13 +225,13 @@ class TaskQueueApi:
         return bytes(pb.TaskQueuePurgeQueueResponse().SerializeToString())
 
     async def fetch_queue_stats(self, runtime: Runtime, raw: bytes) -> bytes:
-        """Per queue: tasks kept, oldest ETA, and last-minute throughput."""
+        """Per queue: tasks kept, oldest ETA, and last-minute and last-hour throughput."""
         emulator = runtime.emulator
         pb = protos().taskqueue
         request = parse_message(pb.TaskQueueFetchQueueStatsRequest, raw, "taskqueue.FetchQueueStats")
         queues = [await queue_of(emulator, decode(name)) for name in request.queue_name]
         counts = await emulator.store.counts(emulator.now_us())
-        recent = runtime.dispatcher.last_minute()
+        minute, hour = runtime.dispatcher.last_minute(), runtime.dispatcher.last_hour()
         response = pb.TaskQueueFetchQueueStatsResponse()
         for queue in queues:
             entry = counts.get(queue.name, {})
@@ -240,10 +240,8 @@ class TaskQueueApi:
                 num_tasks=int(entry.get("waiting", 0)) + int(entry.get("running", 0)),
                 oldest_eta_usec=-1 if oldest is None else int(oldest),
             )
-            executed = sum(recent.get(queue.name, (0, 0)))
-            stats.scanner_info.executed_last_minute = executed
-            # The dispatcher keeps one minute of history: the hour's count is at least the minute's.
-            stats.scanner_info.executed_last_hour = executed
+            stats.scanner_info.executed_last_minute = sum(minute.get(queue.name, (0, 0)))
+            stats.scanner_info.executed_last_hour = sum(hour.get(queue.name, (0, 0)))
             stats.scanner_info.sampling_duration_seconds = 60.0
             stats.scanner_info.requests_in_flight = runtime.dispatcher.in_flight(queue.name)
             stats.scanner_info.enforced_rate = queue.rate_per_s if queue.state is QueueState.RUNNING else 0.0
