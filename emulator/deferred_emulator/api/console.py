@@ -1,4 +1,4 @@
-"""The web console at ``/``: three static files that fetch the JSON endpoints (no build step)."""
+"""The web console at ``/``: four static files that fetch the JSON endpoints (no build step)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiohttp import web
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 FILES = {
     "/": ("index.html", "text/html"),
+    "/console/lib.js": ("lib.js", "text/javascript"),
     "/console/app.js": ("app.js", "text/javascript"),
     "/console/style.css": ("style.css", "text/css"),
 }
