@@ -93,10 +93,10 @@ class TaskNotFound(NotFound):
 
 
 class TaskExists(AlreadyExists):
-    """Raised when a task name is in use by a task that has not finished."""
+    """Raised when a task name is in use by a task that has not finished (production's text, nothing added)."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"{TASK_EXISTS}: task already exists: {name!r} is waiting or running (it has not yet run)")
+        super().__init__(TASK_EXISTS)
         self.name = name
 
 
