@@ -9,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,17 @@ async def test_error_case_answers_as_production(make_emulator: MakeEmulator, cas
         assert answer["error"]["message"].startswith(expected), answer
     else:
         assert answer["error"]["message"] == expected
+    # And the google.rpc.Help links production attaches come along, in their REST JSON form
+    assert answer["error"].get("details", []) == [help_detail(d) for d in case.get("details", [])]
+
+
+def help_detail(detail: dict[str, str]) -> dict[str, Any]:
+    """A recorded ``*errdetails.Help`` (Go prototext) as REST JSON."""
+    assert detail["type"] == "*errdetails.Help", detail
+    found = re.fullmatch(r'links:\{description:"([^"]*)" url:"([^"]*)"\}', detail["template"])
+    assert found, detail
+    links = [{"description": found[1], "url": found[2]}]
+    return {"@type": "type.googleapis.com/google.rpc.Help", "links": links}
 
 
 # -- happypath.json -----------------------------------------------------------------------------

@@ -11,13 +11,23 @@ class EmulatorError(Exception):
     status = 500
     rpc_status = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: google.rpc error details (``Help`` links and the like), as production attaches them.
+        self.details = details
 
     def to_json(self) -> dict[str, Any]:
         """The error body Google's APIs answer with."""
-        return {"error": {"code": self.status, "message": self.message, "status": self.rpc_status}}
+        error: dict[str, Any] = {"code": self.status, "message": self.message, "status": self.rpc_status}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def help_link(description: str, url: str) -> dict[str, Any]:
+    """A ``google.rpc.Help`` error detail with one link, in its REST JSON form."""
+    return {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": description, "url": url}]}
 
 
 class InvalidArgument(EmulatorError):

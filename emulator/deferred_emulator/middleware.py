@@ -49,7 +49,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except EmulatorError as exc:
         if exc.status >= 500:
             logger.error("%s %s: %s", request.method, request.path, exc.message)
-        return error_json(exc.status, exc.message, exc.rpc_status)
+        return web.json_response(exc.to_json(), status=exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -15,6 +15,7 @@ from .errors import (
     NotFound,
     QueueNotFound,
     TaskNotFound,
+    help_link,
 )
 from .models import NewTask, QueueConfig, QueueState, TargetKind, Task, TaskState
 from .settings import Settings
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 TASK_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,500}$")
 QUEUE_NAME_RE = re.compile(r"^[a-zA-Z0-9-]{1,100}$")
 MAX_ETA_S = 30 * 24 * 3600
+#: Where production's errors point for the rules of names.
+TASK_NAME_DOC = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.name"
+QUEUE_NAME_DOC = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#Queue.FIELDS.name"
 MAX_TASKS_PER_BATCH = 100
 #: How long a deleted queue's name stays reserved (production: about 7 days; shortened locally).
 QUEUE_TOMBSTONE_S = 60.0
@@ -47,7 +51,8 @@ def check_task_name(name: str) -> None:
     if not TASK_NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f'Task ID "{name}" can contain only letters ([A-Za-z]), numbers ([0-9]), hyphens (-), or underscores (_).'
-            " Task ID must between 1 and 500 characters."
+            " Task ID must between 1 and 500 characters.",
+            [help_link("Definition of task ID", TASK_NAME_DOC)],
         )
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import InvalidArgument, NotFound, PermissionDenied
+from ..errors import InvalidArgument, NotFound, PermissionDenied, help_link
 from ..models import QueueConfig, QueueState
+from ..service import QUEUE_NAME_DOC
 from .common import emulator_of, json_response, page_size, read_json
 from .queues_json import queue_changes, queue_to_json
 from .stats import queue_stats
@@ -71,7 +72,8 @@ async def create_queue(request: web.Request) -> web.Response:
     name = data.get("name")
     if not isinstance(name, str) or "/queues/" not in name or not name.startswith("projects/"):
         raise InvalidArgument(
-            'Queue name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>".'
+            'Queue name must be formatted: "projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>".',
+            [help_link("Definition of queue name", QUEUE_NAME_DOC)],
         )
     prefix, _, queue_id = name.rpartition("/queues/")
     if prefix != parent:

@@ -33,6 +33,11 @@ SCHEMAS: dict[str, Schema] = {
                     "code": {"type": "integer"},
                     "message": {"type": "string"},
                     "status": {"type": "string", "example": "INVALID_ARGUMENT"},
+                    "details": {
+                        "type": "array",
+                        "description": "google.rpc error details, e.g. Help links on invalid names.",
+                        "items": {"type": "object"},
+                    },
                 },
             }
         },
