@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -26,11 +25,6 @@ from .schema import SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-#: The WAL is copied back into the database once it holds this much (SQLite's own default: 1,000 pages).
-CHECKPOINT_BYTES = 4 * 1024 * 1024
-BUSY_TIMEOUT_MS = 5000
-#: Hot-path transactions between looks at the WAL's size (a stat call).
-LOOK_AT_WAL_EVERY = 16
 
 
 class StoreError(Exception):
@@ -48,9 +42,6 @@ class Store:
         self._lock = asyncio.Lock()
         #: A second connection for long reads (see ``counts``); none for ``:memory:``, which it would not see.
         self._reader: aiosqlite.Connection | None = None
-        #: Hot-path transactions since the WAL's size was last looked at, and the checkpoint under way.
-        self._since_look = 0
-        self._checkpointing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[None]:
@@ -66,41 +57,7 @@ class Store:
     async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
         async with self._lock:
-            result = fn(self.db._conn, *args)
-        self._since_look += 1
-        if self._since_look >= LOOK_AT_WAL_EVERY and self._checkpointing is None and self._reader is not None:
-            self._since_look = 0
-            if self._wal_bytes() >= CHECKPOINT_BYTES:
-                self._checkpointing = asyncio.create_task(self._checkpoint(), name="checkpoint")
-        return result
-
-    def _wal_bytes(self) -> int:
-        try:
-            return os.stat(self.path + "-wal").st_size
-        except OSError:
-            return 0
-
-    async def _checkpoint(self) -> None:
-        """Copy the WAL back into the database, in aiosqlite's thread.
-
-        SQLite's own automatic checkpoint runs inside a COMMIT, which here is in the event loop's
-        thread: each one stalled the whole emulator for an fsync (tens of milliseconds on a VM disk),
-        and they came every few thousand tasks added. Here only the store's other statements wait.
-        """
-        try:
-            async with self._lock:
-                # TRUNCATE: the WAL file's size then tells how much it holds (see _sync). Without waiting:
-                # while the reader connection is counting, the WAL cannot be emptied, and the hot paths
-                # would wait behind this; the next look tries again.
-                await self.db.execute("PRAGMA busy_timeout=0")
-                try:
-                    await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    await self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except sqlite3.Error:
-            logger.exception("checkpoint failed; the next one will try again")
-        finally:
-            self._checkpointing = None
+            return fn(self.db._conn, *args)
 
     async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._lock:
@@ -117,9 +74,7 @@ class Store:
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if path != ":memory:":
-                await db.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
+            await db.execute("PRAGMA busy_timeout=5000")
             await cls._check_foreign(db, path)
             await db.executescript(SCHEMA)
             await cls._check_version(db)
@@ -132,7 +87,7 @@ class Store:
         store = cls(db, path)
         if path != ":memory:":
             store._reader = await aiosqlite.connect(path, isolation_level=None)
-            await store._reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await store._reader.execute("PRAGMA busy_timeout=5000")
         return store
 
     @staticmethod
@@ -156,9 +111,7 @@ class Store:
             raise StoreError(f"database schema version {row[0]} is not {SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        """Close the connections (the last to close copies the WAL back)."""
-        if self._checkpointing is not None:
-            await self._checkpointing
+        """Close the connections."""
         if self._reader is not None:
             await self._reader.close()
         await self.db.close()
