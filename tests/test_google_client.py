@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,7 @@ from google.api_core import exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
+from google.iam.v1 import policy_pb2
 from google.protobuf import duration_pb2
 from test_client_fixtures import LiveEmulator
 
@@ -102,5 +104,31 @@ async def test_queue_lifecycle_and_errors_raise_the_clients_exceptions(
         client.delete_queue(name=name)
         with pytest.raises(exceptions.NotFound):
             client.get_queue(name=name)
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_locations_and_queue_iam_policies(live_emulator: Callable[..., LiveEmulator]) -> None:
+    emulator = live_emulator()
+    client = make_client(emulator)
+    name = client.queue_path(PROJECT, LOCATION, "default")
+
+    def scenario() -> None:
+        # Locations: the one the emulator names its queues under
+        [location] = client.list_locations(request={"name": f"projects/{PROJECT}"}).locations
+        assert (location.name, location.location_id) == (f"projects/{PROJECT}/locations/{LOCATION}", LOCATION)
+        # A queue starts with an empty policy (etag "ACAB" in JSON, as Google's); one set is read back
+        empty = client.get_iam_policy(request={"resource": name})
+        assert (list(empty.bindings), empty.etag) == ([], base64.b64decode("ACAB"))
+        binding = policy_pb2.Binding(role="roles/cloudtasks.enqueuer", members=["user:dev@example.com"])
+        policy = client.set_iam_policy(request={"resource": name, "policy": policy_pb2.Policy(bindings=[binding])})
+        assert list(policy.bindings) == [binding] and policy.etag not in (b"", empty.etag)
+        assert client.get_iam_policy(request={"resource": name}) == policy
+        # Nothing is enforced locally: every permission asked about is granted
+        asked = ["cloudtasks.tasks.create", "cloudtasks.queues.delete"]
+        assert list(client.test_iam_permissions(request={"resource": name, "permissions": asked}).permissions) == asked
+        # And an unknown queue is NotFound
+        with pytest.raises(exceptions.NotFound):
+            client.get_iam_policy(request={"resource": client.queue_path(PROJECT, LOCATION, "missing")})
 
     await asyncio.to_thread(scenario)

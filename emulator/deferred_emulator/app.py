@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[settings_key] = settings
     install(app, settings)
     app[runtime_key] = Runtime()
+    app[cloudtasks.iam_policies_key] = {}
     app.cleanup_ctx.append(runtime_context)
     app.add_routes(
         cloudtasks.routes()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import InvalidArgument, NotFound, PermissionDenied, help_link
+from ..errors import InvalidArgument, NotFound, help_link
 from ..models import QueueConfig, QueueState
 from ..service import QUEUE_NAME_DOC
 from .common import emulator_of, json_response, page_size, read_json
@@ -17,6 +18,11 @@ from .stats import queue_stats
 from .tasks_json import response_view, task_from_json, task_to_json
 
 PREFIX = r"/{version:v2|v2beta3}/projects/{project}/locations/{location}"
+IAM_METHODS = ("getIamPolicy", "setIamPolicy", "testIamPermissions")
+#: The etag Google's IAM answers with for a policy that was never set.
+EMPTY_POLICY_ETAG = "ACAB"
+#: Queue name -> the IAM policy last set on it.
+iam_policies_key = web.AppKey("iam_policies", dict[str, dict[str, Any]])
 
 
 def parent_of(request: web.Request) -> str:
@@ -87,10 +93,12 @@ async def queue_resource(request: web.Request) -> web.Response:
     """GetQueue, UpdateQueue, DeleteQueue and the :pause/:resume/:purge methods."""
     emulator = emulator_of(request)
     parent = parent_of(request)
-    name, action = split_action(request.match_info["queue"], ("pause", "resume", "purge"))
+    name, action = split_action(request.match_info["queue"], ("pause", "resume", "purge", *IAM_METHODS))
     if request.method == "POST":
         if not action:
             raise NotFound("Unknown method.")
+        if action in IAM_METHODS:
+            return json_response(await iam_method(request, name, action))
         await read_json(request)
         if action == "purge":
             queue = await emulator.purge(name)
@@ -105,6 +113,7 @@ async def queue_resource(request: web.Request) -> web.Response:
         return json_response(queue_to_json(queue, parent, stats.get(name)))
     if request.method == "DELETE":
         await emulator.delete_queue(name)
+        request.app[iam_policies_key].pop(name, None)
         return json_response({})
     data = await read_json(request, required=True)
     mask_text = request.query.get("updateMask")
@@ -170,14 +179,40 @@ async def get_location(request: web.Request) -> web.Response:
     return json_response({"name": parent_of(request), "locationId": loc})
 
 
-async def iam(request: web.Request) -> web.Response:
-    """IAM methods are not emulated."""
-    raise PermissionDenied("IAM policies are not emulated.")
+async def iam_method(request: web.Request, queue: str, method: str) -> dict[str, Any]:
+    """getIamPolicy, setIamPolicy, testIamPermissions on a queue.
+
+    Nothing is enforced locally, so every permission asked about is granted; a policy set is kept
+    (in memory) and read back, so code that manages its queues' policies runs unchanged.
+    """
+    emulator = emulator_of(request)
+    data = await read_json(request)
+    await emulator.get_queue(queue, create=False)
+    policies = request.app[iam_policies_key]
+    if method == "testIamPermissions":
+        permissions = data.get("permissions") or []
+        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+            raise InvalidArgument("Invalid value for permissions: expected a list of strings.")
+        return {"permissions": permissions}
+    if method == "setIamPolicy":
+        policy = data.get("policy")
+        if not isinstance(policy, dict):
+            raise InvalidArgument("Invalid value for policy: expected an object.")
+        policies[queue] = {**policy, "etag": base64.b64encode(secrets.token_bytes(6)).decode()}
+    return policies.get(queue) or {"etag": EMPTY_POLICY_ETAG}
+
+
+async def list_locations(request: web.Request) -> web.Response:
+    """ListLocations: the location the emulator names its queues under by default."""
+    project = request.match_info["project"]
+    loc = emulator_of(request).settings.location
+    return json_response({"locations": [{"name": f"projects/{project}/locations/{loc}", "locationId": loc}]})
 
 
 def routes() -> list[web.RouteDef]:
     """The Cloud Tasks routes."""
     return [
+        web.get(r"/{version:v2|v2beta3}/projects/{project}/locations", list_locations),
         web.get(PREFIX, get_location),
         web.get(PREFIX + "/queues", list_queues),
         web.post(PREFIX + "/queues", create_queue),

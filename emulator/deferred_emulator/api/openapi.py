@@ -59,6 +59,7 @@ ORDER_Q = ("order", {"type": "string", "enum": ["soonest", "newest"]})
 QUEUE_Q = (("queue", {"type": "string", "description": "The task's queue, when its name is in several."}),)
 
 OPERATIONS: tuple[Op, ...] = (
+    Op("GET", "/v2/projects/{project}/locations", "List locations.", answer="ListLocationsResponse", tag=CT),
     Op("GET", V2, "Get a location (any location is answered).", answer="Location", tag=CT),
     Op("GET", V2 + "/queues", "List queues.", answer="ListQueuesResponse", query=PAGE, tag=CT),
     Op("POST", V2 + "/queues", "Create a queue.", body="Queue", body_required=True, answer="Queue", tag=CT),
@@ -77,6 +78,23 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", V2 + "/queues/{queue}:pause", "Pause a queue.", body="Empty", answer="Queue", tag=CT),
     Op("POST", V2 + "/queues/{queue}:resume", "Resume a queue.", body="Empty", answer="Queue", tag=CT),
     Op("POST", V2 + "/queues/{queue}:purge", "Delete every task of a queue.", body="Empty", answer="Queue", tag=CT),
+    Op("POST", V2 + "/queues/{queue}:getIamPolicy", "A queue's IAM policy.", body="Empty", answer="Policy", tag=CT),
+    Op(
+        "POST",
+        V2 + "/queues/{queue}:setIamPolicy",
+        "Set a queue's IAM policy (kept in memory; nothing is enforced).",
+        body="SetIamPolicyRequest",
+        answer="Policy",
+        tag=CT,
+    ),
+    Op(
+        "POST",
+        V2 + "/queues/{queue}:testIamPermissions",
+        "Which of the given permissions the caller has: all of them, locally.",
+        body="TestIamPermissionsRequest",
+        answer="TestIamPermissionsResponse",
+        tag=CT,
+    ),
     Op(
         "GET",
         V2 + "/queues/{queue}/tasks",

@@ -198,4 +198,21 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {"queues": {"type": "array", "items": ref("Queue")}, "now": TIMESTAMP},
     },
     "Location": {"type": "object", "properties": {"name": {"type": "string"}, "locationId": {"type": "string"}}},
+    "Policy": {
+        "type": "object",
+        "properties": {"version": {"type": "integer"}, "bindings": {"type": "array"}, "etag": {"type": "string"}},
+    },
+    "SetIamPolicyRequest": {"type": "object", "required": ["policy"], "properties": {"policy": ref("Policy")}},
+    "TestIamPermissionsRequest": {
+        "type": "object",
+        "properties": {"permissions": {"type": "array", "items": {"type": "string"}}},
+    },
+    "TestIamPermissionsResponse": {
+        "type": "object",
+        "properties": {"permissions": {"type": "array", "items": {"type": "string"}}},
+    },
+    "ListLocationsResponse": {
+        "type": "object",
+        "properties": {"locations": {"type": "array", "items": ref("Location")}},
+    },
 }
