@@ -138,9 +138,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._answer = asyncio.get_running_loop().create_future()
         self._status, self._chunks, self._size, self.received = 0, [], 0, False
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
+        self.transport.write(head + body)
         try:
             return await self._answer
         finally:
@@ -166,17 +164,16 @@ class Pool:
         Raises OSError (NoAnswer included) when no answer came; cancelling closes the connection.
         """
         conn, reused = await self._acquire(host, port)
-        keep = False
         try:
-            status, excerpt, keep = await conn.exchange(head, body)
-            return status, excerpt
+            return await self._exchange(host, port, conn, head, body)
         except NoAnswer as exc:
             if not reused or exc.received:
                 raise
-        finally:
-            self._release(host, port, conn, keep)
         # The app had closed the kept-alive connection as the request went out: once more on a new one.
-        conn = await self._connect(host, port)
+        return await self._exchange(host, port, await self._connect(host, port), head, body)
+
+    async def _exchange(self, host: str, port: int, conn: _Connection, head: bytes, body: bytes) -> tuple[int, bytes]:
+        keep = False
         try:
             status, excerpt, keep = await conn.exchange(head, body)
             return status, excerpt
