@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from deferred_emulator.errors import TaskExists, TaskTombstoned
-from deferred_emulator.models import Attempt, NewTask, TaskState
+from deferred_emulator.models import Attempt, NewTask, RetryConfig, TargetKind, TaskState
 from deferred_emulator.store import Store
 
 NOW = 1_700_000_000_000_000
@@ -99,3 +99,40 @@ async def test_released_leases_are_due_again(store: Store) -> None:
     # Then the task can be claimed again
     assert released == 1
     assert [t.name for t in await store.claim_due("default", NOW, 10, NOW + 100)] == ["leased"]
+
+
+async def test_a_mixed_batch_reads_back_as_stored_with_rising_ids(store: Store) -> None:
+    # Given a batch mixing plain tasks with tasks that set headers, routing, a retry config or a deadline
+    # (plain runs and the others go in with two different statements)
+    retry = RetryConfig(retry_limit=3, min_backoff_s=1.0)
+    batch = [
+        new("p1"),
+        NewTask(queue="default", name="h", eta_us=NOW, headers={"X-A": "1"}, body=b"h"),
+        new("p2"),
+        new("p3"),
+        NewTask(queue="default", name="r", eta_us=NOW, service="svc", version="v2", retry=retry, deadline_s=30.0),
+        NewTask(queue="default", name="k", eta_us=NOW, kind=TargetKind.HTTP, url="http://127.0.0.1:1/x"),
+        new("p4"),
+    ]
+    # When it is added to a store that already holds a task
+    [first] = await store.add_tasks([new("before")], NOW)
+    added = await store.add_tasks(batch, NOW)
+    # Then the tasks keep the batch's order, with ids rising from the one after the existing task's
+    assert [t.name for t in added] == ["p1", "h", "p2", "p3", "r", "k", "p4"]
+    assert [t.id for t in added] == list(range(first.id + 1, first.id + 1 + len(batch)))
+    # And each row read back equals the Task built in memory
+    for task in added:
+        assert await store.get_task("default", task.name) == task
+
+
+async def test_a_generated_name_that_collides_adds_nothing_and_names_the_task(store: Store) -> None:
+    # Given a stored task
+    await store.add_tasks([new("12345678901234567890")], NOW)
+    # When a batch brings a fresh task and a generated name equal to it (names are checked only for
+    # user-chosen names, so the insert itself must catch this)
+    collide = NewTask(queue="default", name="12345678901234567890", eta_us=NOW, generated_name=True)
+    with pytest.raises(TaskExists) as caught:
+        await store.add_tasks([new("fresh2"), collide], NOW)
+    # Then the error names it and nothing of the batch is stored
+    assert caught.value.name == "12345678901234567890"
+    assert await store.get_task("default", "fresh2") is None

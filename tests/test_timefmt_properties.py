@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from deferred_emulator.api import timefmt
 from deferred_emulator.api.timefmt import format_duration, format_ts, parse_duration, parse_ts
 from deferred_emulator.errors import InvalidArgument
 from hypothesis import given, settings
@@ -98,3 +99,24 @@ def test_instants_outside_the_printable_years_are_refused(text: str) -> None:
 def test_durations_out_of_range_are_refused(value: Any) -> None:
     with pytest.raises(InvalidArgument):
         parse_duration(value, "d")
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.integers(MIN_US, MAX_US), st.sampled_from(["", ".", ".1", ".12", ".123456", ".123456789", ".1234567890"]))
+def test_the_utc_shortcut_agrees_with_the_full_parser(us: int, fraction: str) -> None:
+    # Given a UTC timestamp with any fraction (or a malformed one)
+    text = format_ts(us)[:19] + fraction + "Z"
+    # Then the shortcut for that form and the full parser accept and refuse the same texts, alike
+    results = []
+    for parse in (parse_ts, timefmt._parse_ts):
+        try:
+            results.append(parse(text, "t"))
+        except InvalidArgument as exc:
+            results.append(exc.message)
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:60:00.5Z"])
+def test_impossible_dates_and_times_are_refused_by_the_shortcut_too(text: str) -> None:
+    with pytest.raises(InvalidArgument):
+        parse_ts(text, "t")

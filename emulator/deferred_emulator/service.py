@@ -42,8 +42,8 @@ TASK_GONE = (
 
 def task_size(new: NewTask) -> int:
     """App Engine's measure of a task: method, body, URL and headers (4 bytes of framing each)."""
-    headers = sum(len(k) + len(v) + 4 for k, v in new.headers.items())
-    return len(new.method) + len(new.body) + len(new.url) + headers
+    size = len(new.method) + len(new.body) + len(new.url)
+    return size + sum(len(k) + len(v) + 4 for k, v in new.headers.items()) if new.headers else size
 
 
 def check_task_name(name: str) -> None:
@@ -174,7 +174,7 @@ class Emulator:
 
     async def validate(self, new: NewTask, now: int) -> NewTask:
         """Check a task against the queue and App Engine's limits; name it (in place) if it has no name."""
-        queue = await self.get_queue(new.queue)
+        queue = self.queues.get(new.queue) or await self.get_queue(new.queue)
         if queue.mode == "pull":
             raise FailedPrecondition(
                 f"INVALID_QUEUE_MODE: queue {new.queue!r} is a pull queue (mode: pull in queue.yaml);"

@@ -24,4 +24,4 @@ def generate_task_name() -> str:
     global _last_us
     now = time.time_ns() // 1000
     _last_us = now if now > _last_us else _last_us + 1
-    return str(10**19 + (_last_us % _TIME_SPAN) * _RANDOM_SPAN + _random.randrange(_RANDOM_SPAN))
+    return str(10**19 + (_last_us % _TIME_SPAN) * _RANDOM_SPAN + int(_random.random() * _RANDOM_SPAN))

@@ -46,17 +46,18 @@ async def batch_add(request: web.Request) -> web.Response:
         raise InvalidArgument('Expected {"tasks": [{"queue": ..., "task": {...}}, ...]}.')
     now = emulator.now_us()
     news = []
+    paths: dict[str, str] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise InvalidArgument(f"tasks[{i}] must be an object.")
         queue = item.get("queue") or "default"
         if not isinstance(queue, str):
             raise InvalidArgument(f"tasks[{i}].queue must be a string.")
-        news.append(task_from_json(item.get("task") or {}, queue, _queue_path(request, queue), now))
+        path = paths.get(queue) or paths.setdefault(queue, _queue_path(request, queue))
+        news.append(task_from_json(item.get("task") or {}, queue, path, now))
     added = await emulator.add_tasks(news)
     view = response_view(data.get("responseView"))
     deadline = emulator.settings.dispatch_deadline_s
-    paths = {queue: _queue_path(request, queue) for queue in {t.queue for t in added}}
     return json_response({"tasks": [task_to_json(t, paths[t.queue], view, deadline) for t in added]})
 
 

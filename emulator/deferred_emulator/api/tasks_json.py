@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
+from functools import lru_cache
 from typing import Any
 
 from ..delivery import APP_ENGINE_USER_AGENT, CLOUD_TASKS_USER_AGENT
 from ..errors import InvalidArgument
-from ..models import NewTask, RetryConfig, TargetKind, Task, TaskState
+from ..models import NewTask, TargetKind, Task, TaskState
 from .queues_json import retry_from_json, retry_to_json
 from .timefmt import format_duration, format_ts, pacific, parse_duration, parse_ts
 
@@ -31,6 +33,8 @@ RPC_CODES = {
     503: ("UNAVAILABLE", 14),
     504: ("DEADLINE_EXCEEDED", 4),
 }
+#: TaskState to the extension field's text (a dict: an enum's ``name`` is a property, and slow).
+STATE_NAMES = {state: state.name for state in TaskState}
 #: How far ahead a task may be scheduled (720h).
 MAX_SCHEDULE_S = 30 * 24 * 3600
 APP_ENGINE_DEADLINE = (15.0, 24 * 3600 + 15.0, "[15s, 24h15s]")
@@ -54,15 +58,29 @@ def response_view(value: object) -> str:
     return "FULL" if name == "FULL" else "BASIC"
 
 
+if sys.version_info >= (3, 11):
+
+    def _b64decode(text: str) -> bytes:
+        # What b64decode(validate=True) runs, without its wrapping: a body is decoded per task.
+        return binascii.a2b_base64(text, strict_mode=True)
+
+else:  # pragma: no cover - Python 3.10
+
+    def _b64decode(text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
+
+
 def decode_body(value: object, field: str) -> bytes:
     """Base64 (standard or URL-safe) to bytes."""
-    if value in (None, ""):
+    if value is None or value == "":
         return b""
     if not isinstance(value, str):
         raise InvalidArgument(f"Invalid value for {field}: expected base64 text.")
     text = value.replace("-", "+").replace("_", "/")
+    if len(text) % 4:
+        text += "=" * (-len(text) % 4)
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        return _b64decode(text)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"Invalid value for {field}: not valid base64 ({exc}).") from exc
 
@@ -83,61 +101,82 @@ def _object(value: object, field: str) -> dict[str, Any]:
     return value
 
 
-def _app_engine(req: dict[str, Any]) -> dict[str, Any]:
-    method = enum_name(req.get("httpMethod") or "POST", HTTP_METHODS, "appEngineHttpRequest.httpMethod")
-    if method == "HTTP_METHOD_UNSPECIFIED":
-        method = "POST"
+def _method(req: dict[str, Any], field: str) -> str:
+    method = req.get("httpMethod")
+    if method is None or method == "POST":  # the common case, without the enum lookup
+        return "POST"
+    name = enum_name(method or "POST", HTTP_METHODS, field)
+    return "POST" if name == "HTTP_METHOD_UNSPECIFIED" else name
+
+
+def _app_engine(req: dict[str, Any], queue: str) -> NewTask:
+    method = _method(req, "appEngineHttpRequest.httpMethod")
     uri = req.get("relativeUri") or "/"
     if not isinstance(uri, str) or not uri.startswith("/") or len(uri) > 2083:
         raise InvalidArgument("AppEngineHttpRequest.relativeUri must start with '/' and be at most 2083 characters.")
     body = decode_body(req.get("body"), "appEngineHttpRequest.body")
     if body and method not in ("POST", "PUT"):
         raise InvalidArgument("AppEngineHttpRequest.body can only be set for POST and PUT requests.")
-    routing = _object(req.get("appEngineRouting"), "appEngineHttpRequest.appEngineRouting")
-    return {
-        "kind": TargetKind.APP_ENGINE,
-        "method": method,
-        "url": uri,
-        "headers": _headers(req.get("headers"), "appEngineHttpRequest.headers"),
-        "body": body,
-        "service": str(routing.get("service") or ""),
-        "version": str(routing.get("version") or ""),
-        "instance": str(routing.get("instance") or ""),
-        "host": str(routing.get("host") or ""),
-    }
+    headers = _headers(req.get("headers"), "appEngineHttpRequest.headers")
+    new = NewTask(queue, "", 0, TargetKind.APP_ENGINE, method, uri, headers, body)
+    routing = req.get("appEngineRouting")
+    if routing is not None:
+        routing = _object(routing, "appEngineHttpRequest.appEngineRouting")
+        new.service = str(routing.get("service") or "")
+        new.version = str(routing.get("version") or "")
+        new.instance = str(routing.get("instance") or "")
+        new.host = str(routing.get("host") or "")
+    return new
 
 
-def _http(req: dict[str, Any]) -> dict[str, Any]:
+def _http(req: dict[str, Any], queue: str) -> NewTask:
     url = req.get("url")
     if not url:
         raise InvalidArgument("HttpRequest.url is required.")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise InvalidArgument("HttpTarget.url must start with 'http://' or 'https://'.")
-    method = enum_name(req.get("httpMethod") or "POST", HTTP_METHODS, "httpRequest.httpMethod")
-    if method == "HTTP_METHOD_UNSPECIFIED":
-        method = "POST"
+    method = _method(req, "httpRequest.httpMethod")
     body = decode_body(req.get("body"), "httpRequest.body")
     if body and method not in ("POST", "PUT", "PATCH"):
         raise InvalidArgument("HttpRequest.body can only be set for POST, PUT and PATCH requests.")
-    return {
-        "kind": TargetKind.HTTP,
-        "method": method,
-        "url": url,
-        "headers": _headers(req.get("headers"), "httpRequest.headers"),
-        "body": body,
-    }
+    headers = _headers(req.get("headers"), "httpRequest.headers")
+    return NewTask(queue, "", 0, TargetKind.HTTP, method, url, headers, body)
 
 
-def _deadline(task: dict[str, Any], kind: TargetKind) -> float | None:
-    if "dispatchDeadline" not in task or task["dispatchDeadline"] in (None, ""):
+def _deadline(value: object, kind: TargetKind) -> float | None:
+    if value is None or value == "":
         return None
-    seconds = parse_duration(task["dispatchDeadline"], "Task.dispatchDeadline")
+    seconds = parse_duration(value, "Task.dispatchDeadline")
     if seconds == 0:
         return None
     low, high, text = APP_ENGINE_DEADLINE if kind is TargetKind.APP_ENGINE else HTTP_DEADLINE
     if not low <= seconds <= high:
         raise InvalidArgument(f"Task.dispatchDeadline must be between {text}.")
     return seconds
+
+
+def _eta(task: dict[str, Any], now_us: int) -> int:
+    countdown_value = task.get("countdown")
+    if countdown_value is not None and countdown_value != "":
+        # Extension: seconds from the emulator's now, so countdowns follow --virtual-clock; it wins over
+        # the scheduleTime the client computed with its own clock.
+        countdown = parse_duration(countdown_value, "Task.countdown")
+        if countdown > MAX_SCHEDULE_S:
+            raise InvalidArgument(
+                "The Task.countdown is too far in the future. Schedule time must be no more than 720h in the future."
+            )
+        if countdown < -MAX_SCHEDULE_S:
+            raise InvalidArgument("Task.countdown must be within 720h of now.")
+        return now_us + int(countdown * 1_000_000)
+    if task.get("scheduleTime"):
+        eta = parse_ts(task["scheduleTime"], "Task.scheduleTime")
+        if eta > now_us + MAX_SCHEDULE_S * 1_000_000:
+            raise InvalidArgument(
+                f"The Task.scheduleTime, {pacific(eta)}, is too far in the future. Schedule time must be no more"
+                " than 720h in the future."
+            )
+        return eta
+    return now_us
 
 
 def task_from_json(data: object, queue: str, queue_path: str, now_us: int) -> NewTask:
@@ -159,39 +198,16 @@ def task_from_json(data: object, queue: str, queue_path: str, now_us: int) -> Ne
     if "appEngineHttpRequest" in task and "httpRequest" in task:
         raise InvalidArgument("A task has exactly one of appEngineHttpRequest and httpRequest.")
     if "httpRequest" in task:
-        target = _http(_object(task["httpRequest"], "httpRequest"))
+        new = _http(_object(task["httpRequest"], "httpRequest"), queue)
     else:
-        target = _app_engine(_object(task.get("appEngineHttpRequest"), "appEngineHttpRequest"))
-    eta = now_us
-    if task.get("countdown") not in (None, ""):
-        # Extension: seconds from the emulator's now, so countdowns follow --virtual-clock; it wins over
-        # the scheduleTime the client computed with its own clock.
-        countdown = parse_duration(task["countdown"], "Task.countdown")
-        if countdown > MAX_SCHEDULE_S:
-            raise InvalidArgument(
-                "The Task.countdown is too far in the future. Schedule time must be no more than 720h in the future."
-            )
-        if countdown < -MAX_SCHEDULE_S:
-            raise InvalidArgument("Task.countdown must be within 720h of now.")
-        eta = now_us + int(countdown * 1_000_000)
-    elif task.get("scheduleTime"):
-        eta = parse_ts(task["scheduleTime"], "Task.scheduleTime")
-        if eta > now_us + MAX_SCHEDULE_S * 1_000_000:
-            raise InvalidArgument(
-                f"The Task.scheduleTime, {pacific(eta)}, is too far in the future. Schedule time must be no more"
-                " than 720h in the future."
-            )
-    retry: RetryConfig | None = None
+        new = _app_engine(_object(task.get("appEngineHttpRequest"), "appEngineHttpRequest"), queue)
+    new.name = short
+    new.eta_us = _eta(task, now_us)
     if task.get("retryConfig"):
-        retry = retry_from_json(_object(task["retryConfig"], "Task.retryConfig"), "Task.retryConfig")
-    return NewTask(
-        queue=queue,
-        name=short,
-        eta_us=eta,
-        retry=retry,
-        deadline_s=_deadline(task, target["kind"]),
-        **target,
-    )
+        new.retry = retry_from_json(_object(task["retryConfig"], "Task.retryConfig"), "Task.retryConfig")
+    if "dispatchDeadline" in task:
+        new.deadline_s = _deadline(task["dispatchDeadline"], new.kind)
+    return new
 
 
 def _status(status: int) -> dict[str, Any]:
@@ -205,13 +221,26 @@ def _status(status: int) -> dict[str, Any]:
 
 def _shown_headers(task: Task) -> dict[str, str]:
     """Headers as production shows them at rest: plus User-Agent, and for App Engine Content-Length/Type."""
-    headers = dict(task.headers)
+    if not task.headers:
+        # Most tasks set no headers, and many share a body length: those shown headers are cached, and
+        # shared (nothing changes a task's JSON once built; it is only ever serialized).
+        return _default_headers(task.kind, len(task.body))
+    return _with_defaults(task.headers, task.kind, len(task.body))
+
+
+@lru_cache(maxsize=1024)
+def _default_headers(kind: TargetKind, body_length: int) -> dict[str, str]:
+    return _with_defaults({}, kind, body_length)
+
+
+def _with_defaults(given: dict[str, str], kind: TargetKind, body_length: int) -> dict[str, str]:
+    headers = dict(given)
     lower = {k.lower() for k in headers}
-    if task.kind is TargetKind.APP_ENGINE:
+    if kind is TargetKind.APP_ENGINE:
         headers.setdefault("User-Agent", APP_ENGINE_USER_AGENT)
-        if task.body:
+        if body_length:
             if "content-length" not in lower:
-                headers["Content-Length"] = str(len(task.body))
+                headers["Content-Length"] = str(body_length)
             if "content-type" not in lower:
                 headers["Content-Type"] = "application/octet-stream"
     elif "user-agent" not in lower:
@@ -226,19 +255,18 @@ def task_to_json(task: Task, queue_path: str, view: str = "BASIC", default_deadl
         request["body"] = base64.b64encode(task.body).decode()
     out: dict[str, Any] = {"name": f"{queue_path}/tasks/{task.name}"}
     if task.kind is TargetKind.APP_ENGINE:
-        routing = {
-            k: v
-            for k, v in (
-                ("service", task.service),
-                ("version", task.version),
-                ("instance", task.instance),
-                ("host", task.host),
-            )
-            if v
-        }
         request["relativeUri"] = task.url
-        if routing:
-            request["appEngineRouting"] = routing
+        if task.service or task.version or task.instance or task.host:
+            request["appEngineRouting"] = {
+                k: v
+                for k, v in (
+                    ("service", task.service),
+                    ("version", task.version),
+                    ("instance", task.instance),
+                    ("host", task.host),
+                )
+                if v
+            }
         out["appEngineHttpRequest"] = request
     else:
         request["url"] = task.url
@@ -262,7 +290,7 @@ def task_to_json(task: Task, queue_path: str, view: str = "BASIC", default_deadl
     if task.retry is not None:
         out["retryConfig"] = retry_to_json(task.retry)
     # Extensions (Google's client ignores fields it does not know).
-    out["state"] = task.state.name
+    out["state"] = STATE_NAMES[task.state]
     out["retryCount"] = task.retry_count
     out["executionCount"] = task.execution_count
     if task.state is TaskState.FAILED:
