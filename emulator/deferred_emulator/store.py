@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from . import hotpath
+from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
 from .schema import SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_from_row
@@ -42,6 +43,8 @@ class Store:
         self._lock = asyncio.Lock()
         #: A second connection for long reads (see ``counts``); none for ``:memory:``, which it would not see.
         self._reader: aiosqlite.Connection | None = None
+        #: Checkpoints the WAL off the event loop (see checkpoint.py); none for ``:memory:``, which has no WAL.
+        self.checkpointer: Checkpointer | None = None
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[None]:
@@ -57,7 +60,12 @@ class Store:
     async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
         async with self._lock:
-            return fn(self.db._conn, *args)
+            if self.checkpointer is None:
+                return fn(self.db._conn, *args)
+            self.checkpointer.finish(self.db._conn)
+            result = fn(self.db._conn, *args)
+        self.checkpointer.written()
+        return result
 
     async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._lock:
@@ -88,6 +96,8 @@ class Store:
         if path != ":memory:":
             store._reader = await aiosqlite.connect(path, isolation_level=None)
             await store._reader.execute("PRAGMA busy_timeout=5000")
+            await db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            store.checkpointer = Checkpointer(path)
         return store
 
     @staticmethod
@@ -112,6 +122,8 @@ class Store:
 
     async def close(self) -> None:
         """Close the connections."""
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
         if self._reader is not None:
             await self._reader.close()
         await self.db.close()
