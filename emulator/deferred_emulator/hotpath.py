@@ -14,6 +14,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from .errors import TaskExists, TaskTombstoned
@@ -28,16 +29,18 @@ TASK_COLUMNS = (
 )
 #: Entity keys look like this, so a task body that names one can be linked to it.
 ENTITY_KEY_RE = re.compile(rb"dee_[0-9a-f]{32}")
+#: Adding a task: columns, and the values of one row. A request's tasks go in as one statement of
+#: many rows (``_inserts``), which costs SQLite a third of what as many one-row statements did.
 INSERT_TASK = (
     "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body,"
-    " service, version, instance, host, retry, deadline_s)"
-    " VALUES (?, ?, ?, 'waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " service, version, instance, host, retry, deadline_s) VALUES ",
+    "(?, ?, ?, 'waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 )
 #: The same for a task with no headers, routing, retry or deadline: each bound value costs about
 #: as much as the rest of the insert, so the defaults are written into the statement.
 INSERT_PLAIN_TASK = (
-    "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body)"
-    " VALUES (?, ?, ?, 'waiting', ?, ?, ?, ?, ?, '{}', ?)"
+    "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body) VALUES ",
+    "(?, ?, ?, 'waiting', ?, ?, ?, ?, ?, '{}', ?)",
 )
 TASK_NAMED = "SELECT 1 FROM task WHERE queue=? AND name=?"
 TOMBSTONED = "SELECT 1 FROM tombstone WHERE queue=? AND name=? AND until_us>?"
@@ -123,42 +126,60 @@ def _task(new: NewTask, task_id: int, now: int) -> Task:
 
 def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
     """Insert runs of plain tasks (no headers, routing, retry or deadline) with the short statement."""
-    plain: list[tuple[Any, ...]] = []
-    full: list[tuple[Any, ...]] = []
+    plain: list[Any] = []
+    full: list[Any] = []
     for t in tasks:
         if t.headers or t.service or t.version or t.instance or t.host or t.retry or t.deadline_s is not None:
             if plain:
-                conn.executemany(INSERT_PLAIN_TASK, plain)
+                _insert(conn, INSERT_PLAIN_TASK, plain, PLAIN_VALUES)
                 plain = []
-            full.append(
-                (
-                    t.id,
-                    t.queue,
-                    t.name,
-                    t.eta_us,
-                    t.created_us,
-                    t.kind.value,
-                    t.method,
-                    t.url,
-                    json.dumps(t.headers) if t.headers else "{}",
-                    t.body,
-                    t.service,
-                    t.version,
-                    t.instance,
-                    t.host,
-                    t.retry.to_text() if t.retry else None,
-                    t.deadline_s,
-                )
+            full += (
+                t.id,
+                t.queue,
+                t.name,
+                t.eta_us,
+                t.created_us,
+                t.kind.value,
+                t.method,
+                t.url,
+                json.dumps(t.headers) if t.headers else "{}",
+                t.body,
+                t.service,
+                t.version,
+                t.instance,
+                t.host,
+                t.retry.to_text() if t.retry else None,
+                t.deadline_s,
             )
         else:
             if full:
-                conn.executemany(INSERT_TASK, full)
+                _insert(conn, INSERT_TASK, full, FULL_VALUES)
                 full = []
-            plain.append((t.id, t.queue, t.name, t.eta_us, t.created_us, t.kind.value, t.method, t.url, t.body))
+            plain += (t.id, t.queue, t.name, t.eta_us, t.created_us, t.kind.value, t.method, t.url, t.body)
     if plain:
-        conn.executemany(INSERT_PLAIN_TASK, plain)
+        _insert(conn, INSERT_PLAIN_TASK, plain, PLAIN_VALUES)
     if full:
-        conn.executemany(INSERT_TASK, full)
+        _insert(conn, INSERT_TASK, full, FULL_VALUES)
+
+
+#: Values bound per row by INSERT_PLAIN_TASK and INSERT_TASK.
+PLAIN_VALUES = 9
+FULL_VALUES = 16
+#: Rows per statement: 100 rows bind at most 1,600 values, far below SQLite's limit (32,766).
+ROWS_PER_STATEMENT = 100
+
+
+def _insert(conn: sqlite3.Connection, insert: tuple[str, str], values: list[Any], per_row: int) -> None:
+    step = ROWS_PER_STATEMENT * per_row
+    for start in range(0, len(values), step):
+        chunk = values[start : start + step]
+        conn.execute(_statement(insert, len(chunk) // per_row), chunk)
+
+
+@lru_cache(maxsize=256)
+def _statement(insert: tuple[str, str], rows: int) -> str:
+    columns, row = insert
+    return columns + ",".join([row] * rows)
 
 
 def _link_entities(conn: sqlite3.Connection, task: Task) -> None:
