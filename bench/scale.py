@@ -13,7 +13,7 @@ from ours import PAYLOAD_BYTES, Ours
 from procs import Handler, http
 
 #: How many times the defer rate is measured on each database (the best counts).
-DEFER_RUNS = 3
+DEFER_RUNS = 5
 INSERT = (
     "INSERT INTO task (queue, name, state, eta_us, created_us, kind, method, url, headers, body)"
     " VALUES ('default', ?, 'waiting', ?, ?, 'appengine', 'POST', '/task', '{}', ?)"
