@@ -72,7 +72,7 @@ def add(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: int) -> list[Ta
             if not new.generated_name:
                 _check_name_free(conn, new, now)
         # Ids given here are the ones SQLite would pick (one past the largest), so the rows of a whole
-        # request go in through executemany's C loop and the Tasks need no lastrowid read back.
+        # request go in as one statement and the Tasks need no lastrowid read back.
         first = (conn.execute("SELECT max(id) FROM task").fetchone()[0] or 0) + 1
         added = [_task(new, task_id, now) for task_id, new in enumerate(tasks, first)]
         _insert_rows(conn, added)
@@ -125,7 +125,8 @@ def _task(new: NewTask, task_id: int, now: int) -> Task:
 
 
 def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
-    """Insert runs of plain tasks (no headers, routing, retry or deadline) with the short statement."""
+    """Insert the tasks, in order: runs of plain ones (no headers, routing, retry or deadline) with the
+    short statement, the others with the full one, each run as multi-row statements."""
     plain: list[Any] = []
     full: list[Any] = []
     for t in tasks:

@@ -78,7 +78,8 @@ class Store:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: the hot paths use the connection from the event loop thread (see hotpath).
-        db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
+        # cached_statements: each size of a multi-row insert (see hotpath) is a statement of its own.
+        db = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False, cached_statements=512)
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
