@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,22 @@ async def test_a_failing_round_is_logged_and_the_store_goes_on(
         assert "WAL checkpoint failed" in caplog.text
         assert not store.checkpointer.finish_pending
         assert (await store._raw_one("SELECT COUNT(*) FROM task"))[0] == 200
+    finally:
+        await store.close()
+
+
+async def test_a_failing_hand_over_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a checkpointer with a hand-over pending, and a connection that cannot run it
+    store = await Store.open(str(tmp_path / "tasks.sqlite3"))
+    try:
+        assert store.checkpointer is not None
+        store.checkpointer.finish_pending = True
+        closed = sqlite3.connect(":memory:")
+        closed.close()
+        # When the writer hands over, then the failure is logged, not raised
+        store.checkpointer.finish(closed)
+        assert "WAL checkpoint failed" in caplog.text
+        assert not store.checkpointer.finish_pending
     finally:
         await store.close()
 

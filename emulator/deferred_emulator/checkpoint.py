@@ -82,7 +82,11 @@ class Checkpointer:
         """Copy what the thread left, on the writer's connection, between its transactions (see above)."""
         if self.finish_pending:
             self.finish_pending = False
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                # The add or delivery that comes next must not fail for want of a checkpoint.
+                logger.warning("WAL checkpoint failed (SQLite's own will do): %s", exc)
 
     async def wait(self) -> None:
         """Wait for the round under way, if any, to end (a failed one is logged, not raised)."""
