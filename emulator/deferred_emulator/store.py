@@ -45,8 +45,7 @@ class Store:
         self._reader: aiosqlite.Connection | None = None
         #: Checkpoints the WAL off the event loop (see checkpoint.py); none for ``:memory:``, which has no WAL.
         self.checkpointer: Checkpointer | None = None
-        #: Counts every change to the tasks, so ``counts`` can tell its last tally still holds.
-        self.generation = 0
+        #: The last whole-table tally of ``counts``, with the reader's ``data_version`` it was taken at.
         self._tally: tuple[int, list[Any]] | None = None
 
     @asynccontextmanager
@@ -59,8 +58,6 @@ class Store:
                 await self.db.execute("ROLLBACK")
                 raise
             await self.db.execute("COMMIT")
-            # After the COMMIT, not before: a tally taken meanwhile would not see the change, yet hold.
-            self.generation += 1
 
     async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
@@ -75,8 +72,6 @@ class Store:
     async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._lock:
             async with self.db.execute(sql, tuple(params)) as cur:
-                if cur.rowcount:
-                    self.generation += 1
                 return cur.rowcount
 
     @classmethod
@@ -198,17 +193,13 @@ class Store:
 
     async def add_tasks(self, tasks: Sequence[NewTask], now: int) -> list[Task]:
         """Insert tasks atomically: all of them, or none if a name is taken or tombstoned."""
-        added = await self._sync(hotpath.add, tasks, now)
-        self.generation += 1
-        return added
+        return await self._sync(hotpath.add, tasks, now)
 
     # -- claiming and finishing -----------------------------------------------------------------
 
     async def claim_due(self, queue: str, now: int, limit: int, lease_until: int) -> list[Task]:
         """Lease up to ``limit`` waiting tasks of ``queue`` whose ETA has come, oldest first."""
         rows = await self._sync(hotpath.claim, queue, now, limit, lease_until)
-        if rows:
-            self.generation += 1
         tasks = [task_from_row(row) for row in rows]
         tasks.sort(key=lambda t: (t.eta_us, t.id))
         return tasks
@@ -220,7 +211,6 @@ class Store:
             f" WHERE queue=? AND name=? AND state!='running' RETURNING {TASK_COLUMNS}",
             (lease_until, queue, name),
         )
-        self.generation += 1
         return None if row is None else task_from_row(row)
 
     async def next_eta(self, queue: str) -> int | None:
@@ -238,7 +228,6 @@ class Store:
         expiry), ``retry`` (value = next ETA) or ``failed`` (value = tombstone expiry).
         """
         await self._sync(hotpath.finish, results)
-        self.generation += 1
 
     async def _drop(self, task_id: int) -> None:
         await self.db.execute("DELETE FROM entity WHERE task_id=?", (task_id,))
@@ -344,16 +333,18 @@ class Store:
 
         Counting walks the task index (half a second per million tasks here), so it runs on a
         connection of its own, where the hot paths do not wait behind it; and a tally is used again
-        while no task has changed (the console asks every three seconds), only the due count, which
-        moves with the clock, being taken anew.
+        while nothing in the database has changed (the console asks every three seconds), only the
+        due count, which moves with the clock, being taken anew.
         """
-        if self._tally is not None and self._tally[0] == self.generation:
+        # data_version changes whenever another connection (the writer) commits a change. It is read
+        # before the count: a change committed during it makes the next call count again.
+        version = (await self._read("PRAGMA data_version"))[0][0] if self._reader is not None else None
+        if version is not None and self._tally is not None and self._tally[0] == version:
             rows = self._tally[1]
         else:
-            # The generation is read before the count: a change made during it makes the next call count again.
-            generation = self.generation
             rows = await self._read("SELECT queue, state, COUNT(*), MIN(eta_us) FROM task GROUP BY queue, state")
-            self._tally = (generation, rows)
+            if version is not None:
+                self._tally = (version, rows)
         due_sql = "SELECT COUNT(*) FROM task WHERE queue=? AND state='waiting' AND eta_us<=?"
         out: dict[str, dict[str, Any]] = {}
         for queue, state, count, oldest in rows:

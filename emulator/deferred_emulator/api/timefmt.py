@@ -9,7 +9,6 @@ from functools import lru_cache
 from ..errors import InvalidArgument
 
 _TS_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
-_SECOND_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})$")
 _DURATION_RE = re.compile(r"^(-?\d+(?:\.\d{0,9})?)s$")
 #: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z, in microseconds from the epoch.
 MIN_TS_US = -62_135_596_800_000_000
@@ -20,19 +19,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
+# Cached: the tasks of one request share their createTime, and often their scheduleTime.
+@lru_cache(maxsize=4096)
 def format_ts(us: int) -> str:
     """``2026-01-02T03:04:05.123456Z``."""
-    # The tasks of one request share their createTime, and often their scheduleTime: recent texts are kept.
-    text = _recent.get(us)
-    if text is None:
-        if len(_recent) >= 4096:
-            _recent.clear()
-        seconds, micros = divmod(us, 1_000_000)
-        text = _recent[us] = f"{_format_second(seconds)}.{micros:06d}Z"
-    return text
-
-
-_recent: dict[int, str] = {}
+    seconds, micros = divmod(us, 1_000_000)
+    return f"{_format_second(seconds)}.{micros:06d}Z"
 
 
 @lru_cache(maxsize=4096)
@@ -61,17 +53,10 @@ def parse_ts(text: object, field: str) -> int:
 @lru_cache(maxsize=4096)
 def _utc_second(head: str) -> int | None:
     """Seconds since the epoch of ``YYYY-MM-DDTHH:MM:SS`` (UTC); None if it is not a valid one."""
-    match = _SECOND_RE.match(head)
-    if match is None:
-        return None
-    year, month, day, h, m, s = (int(g) for g in match.groups())
     try:
-        days = _epoch_day(year, month, day)
-    except ValueError:
+        return _parse_ts(head + "Z", "") // 1_000_000
+    except InvalidArgument:
         return None
-    if h > 23 or m > 59 or s > 59:
-        return None
-    return days * 86400 + h * 3600 + m * 60 + s
 
 
 def _parse_ts(text: object, field: str) -> int:
