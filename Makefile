@@ -13,14 +13,15 @@ help:
 	@echo "make test    ruff, mypy --strict and the test suite"
 	@echo "make bench   the benchmark (see README, Performance)"
 
-$(VENV)/.base: pyproject.toml
+# deferred-client is not on PyPI yet: naming both in one pip command lets pip resolve it from ./client.
+$(VENV)/.base: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ./client -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
-	$(PY) -m pip install -q -e '.[dev,gae]'
+	$(PY) -m pip install -q -e ./client -e '.[dev,gae]'
 	touch $@
 
 install: $(VENV)/.base
@@ -53,4 +54,4 @@ docker:
 	docker build -f docker/Dockerfile -t deferred-emulator .
 
 clean:
-	rm -rf $(VENV) .deferred-emulator .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .deferred-emulator .mypy_cache .ruff_cache build *.egg-info client/build client/*.egg-info
