@@ -18,6 +18,7 @@ from .errors import (
     help_link,
 )
 from .models import NewTask, QueueConfig, QueueState, TargetKind, Task, TaskState
+from .operations import Operations
 from .settings import Settings
 from .store import Store
 from .taskids import generate_task_name
@@ -87,6 +88,8 @@ class Emulator:
         self.hooks = Hooks()
         #: queue.yaml's ``total_storage_limit`` in bytes (None: no limit).
         self.total_storage_limit: int | None = None
+        #: BatchCreateTasks / BatchDeleteTasks and the operations they answered with.
+        self.operations = Operations(self)
 
     def now_us(self) -> int:
         """The emulator's now (virtual or real)."""
@@ -206,9 +209,13 @@ class Emulator:
         names = [(t.queue, t.name) for t in checked]
         if len(set(names)) != len(names):
             raise InvalidArgument("The same task name appears twice in one request.")
+        return await self.store_tasks(checked, now)
+
+    async def store_tasks(self, checked: Sequence[NewTask], now: int | None = None) -> list[Task]:
+        """Store validated tasks atomically (all or none), then wake the dispatcher."""
         if self.total_storage_limit is not None:
             await self._check_storage(checked)
-        added = await self.store.add_tasks(checked, now)
+        added = await self.store.add_tasks(checked, self.now_us() if now is None else now)
         if added:
             self.hooks.added(min(task.eta_us for task in added))
         return added
@@ -301,6 +308,7 @@ class Emulator:
     async def reset(self) -> None:
         """Forget every task, tombstone and entity; keep the queues."""
         await self.store.reset()
+        self.operations.clear()
         self.hooks.wake()
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import InvalidArgument, NotFound, help_link
-from ..models import QueueConfig, QueueState
+from ..errors import EmulatorError, InvalidArgument, NotFound, help_link
+from ..models import NewTask, QueueConfig, QueueState
 from ..service import QUEUE_NAME_DOC
 from .common import emulator_of, json_response, page_size, read_json
+from .operations_json import operation_to_json
 from .queues_json import queue_changes, queue_to_json
 from .stats import queue_stats
 from .tasks_json import response_view, task_from_json, task_to_json
@@ -173,6 +174,69 @@ async def task_resource(request: web.Request) -> web.Response:
     return json_response(task_to_json(task, queue_path, view, deadline))
 
 
+def _request_id(data: dict[str, Any]) -> str:
+    value = data.get("requestId") or ""
+    if not isinstance(value, str) or len(value) > 500 or "/" in value:
+        raise InvalidArgument("Invalid value for requestId.")
+    return value
+
+
+async def batch_create(request: web.Request) -> web.Response:
+    """BatchCreateTasks: a done Operation; a request that fails is in its metadata's ``failedRequests``."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    queue = request.match_info["queue"]
+    queue_path = f"{parent}/queues/{queue}"
+    data = await read_json(request, required=True)
+    requests = data.get("requests") or []
+    if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
+        raise InvalidArgument("Invalid value for requests: expected a list of CreateTaskRequest objects.")
+    if any(r.get("parent") not in (None, "", queue_path) for r in requests):
+        raise InvalidArgument(f"Every CreateTaskRequest.parent must be the batch's parent, {queue_path}.")
+    items: list[NewTask | EmulatorError] = []
+    views: list[str] = []
+    now = emulator.now_us()
+    for one in requests:
+        try:
+            views.append(response_view(one.get("responseView")))
+            items.append(task_from_json(one.get("task"), queue, queue_path, now))
+        except EmulatorError as exc:
+            views.append("BASIC")
+            items.append(exc)
+    op = await emulator.operations.batch_create(queue, items, views, _request_id(data))
+    version = request.match_info["version"]
+    return json_response(operation_to_json(op, parent, version, emulator.settings.dispatch_deadline_s))
+
+
+async def batch_delete(request: web.Request) -> web.Response:
+    """BatchDeleteTasks: a done Operation; a name that cannot be deleted is in ``failedRequests``."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    queue = request.match_info["queue"]
+    prefix = f"{parent}/queues/{queue}/tasks/"
+    data = await read_json(request, required=True)
+    names = data.get("names") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidArgument("Invalid value for names: expected a list of task names.")
+    items: list[str | EmulatorError] = [
+        n.removeprefix(prefix)
+        if n.startswith(prefix) and "/" not in n.removeprefix(prefix)
+        else InvalidArgument(f"Task name {n!r} is not a task of {parent}/queues/{queue}.")
+        for n in names
+    ]
+    op = await emulator.operations.batch_delete(queue, items, _request_id(data))
+    version = request.match_info["version"]
+    return json_response(operation_to_json(op, parent, version, emulator.settings.dispatch_deadline_s))
+
+
+async def get_operation(request: web.Request) -> web.Response:
+    """GetOperation: a batch's operation, done since it was created."""
+    emulator = emulator_of(request)
+    op = emulator.operations.get(request.match_info["operation"])
+    version = request.match_info["version"]
+    return json_response(operation_to_json(op, parent_of(request), version, emulator.settings.dispatch_deadline_s))
+
+
 async def get_location(request: web.Request) -> web.Response:
     """GetLocation: the emulator answers for any location."""
     loc = request.match_info["location"]
@@ -217,6 +281,9 @@ def routes() -> list[web.RouteDef]:
         web.get(PREFIX + "/queues", list_queues),
         web.post(PREFIX + "/queues", create_queue),
         web.route("*", PREFIX + "/queues/{queue}", queue_resource),
+        web.post(PREFIX + "/queues/{queue}/tasks:batchCreate", batch_create),
+        web.post(PREFIX + "/queues/{queue}/tasks:batchDelete", batch_delete),
+        web.get(PREFIX + "/operations/{operation}", get_operation),
         web.route("GET", PREFIX + "/queues/{queue}/tasks", tasks_collection),
         web.route("POST", PREFIX + "/queues/{queue}/tasks", tasks_collection),
         web.route("*", PREFIX + "/queues/{queue}/tasks/{task}", task_resource),

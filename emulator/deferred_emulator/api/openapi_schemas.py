@@ -215,4 +215,33 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "properties": {"locations": {"type": "array", "items": ref("Location")}},
     },
+    "BatchCreateTasksRequest": {
+        "type": "object",
+        "required": ["requests"],
+        "properties": {
+            "parent": {"type": "string"},
+            "requests": {"type": "array", "items": ref("CreateTaskRequest"), "maxItems": 100},
+            "requestId": {"type": "string"},
+        },
+    },
+    "BatchDeleteTasksRequest": {
+        "type": "object",
+        "required": ["names"],
+        "properties": {
+            "parent": {"type": "string"},
+            "names": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+            "requestId": {"type": "string"},
+        },
+    },
+    "Operation": {
+        "type": "object",
+        "description": "A batch's long-running operation: always done; failed requests are in metadata.failedRequests.",
+        "properties": {
+            "name": {"type": "string"},
+            "done": {"type": "boolean"},
+            "metadata": {"type": "object"},
+            "response": {"type": "object"},
+            "error": {"type": "object"},
+        },
+    },
 }
