@@ -6,6 +6,10 @@ import math
 
 from .models import RetryConfig
 
+#: The longest wait between attempts: 30 days, the furthest ahead production lets a task be scheduled.
+#: The API refuses longer backoffs; this also bounds one read from an older database.
+MAX_BACKOFF_S = 30 * 24 * 3600.0
+
 
 def backoff_s(retry: RetryConfig, n: int) -> float:
     """Seconds to wait after the n-th failure (n >= 1): doubling, then linear, then capped."""
@@ -15,7 +19,7 @@ def backoff_s(retry: RetryConfig, n: int) -> float:
         delay = math.ldexp(retry.min_backoff_s, doublings) * (n - doublings)
     except OverflowError:  # past any float: the cap applies
         delay = math.inf
-    return float(min(retry.max_backoff_s, delay))
+    return float(min(retry.max_backoff_s, delay, MAX_BACKOFF_S))
 
 
 def can_retry(retry: RetryConfig, n: int, age_s: float) -> bool:

@@ -29,6 +29,11 @@ MAX_BUCKET_SIZE = 500
 MAX_CONCURRENT_REQUESTS = 5000
 #: App Engine allows at most this many queues per app.
 MAX_QUEUES = 100
+#: Backoffs at most 30 days (the furthest ahead a task may be scheduled); counts fit an int32, as in the API.
+MAX_BACKOFF_S = 30 * 24 * 3600
+MAX_INT32 = 2**31 - 1
+#: protobuf's Duration range (about 10000 years).
+MAX_DURATION_S = 315_576_000_000
 
 # The SDK's queue.yaml parser is looser (0 to 499 characters), but a queue a client cannot name
 # (``Queue(name)`` checks 1 to 100) is useless, so the client's rule is the one applied here.
@@ -217,7 +222,10 @@ def parse_age(path: str, queue: str, value: object) -> int:
     if match is None:
         raise QueueYamlError(path, f"{value!r} must be a number followed by s, m, h or d (like 2d)", queue, field)
     # App Engine truncates to whole seconds, so "0.5s" is zero and refused like "0s".
-    seconds = int(float(match.group(1)) * UNIT_S[match.group(2)])
+    exact = float(match.group(1)) * UNIT_S[match.group(2)]
+    if not exact <= MAX_DURATION_S:  # also inf from a number too long for a float
+        raise QueueYamlError(path, f"{value!r} is out of range (at most 10000 years)", queue, field)
+    seconds = int(exact)
     if seconds <= 0:
         raise QueueYamlError(path, f"{value!r} must be at least one second", queue, field)
     return seconds
@@ -232,14 +240,14 @@ def parse_retry(path: str, queue: str, data: object) -> RetryConfig:
     _unknown(path, data, RETRY_FIELDS, queue, "retry_parameters.")
     limit = age = None
     if data.get("task_retry_limit") is not None:
-        limit = _int(path, queue, "retry_parameters.task_retry_limit", data["task_retry_limit"], 0, None)
+        limit = _int(path, queue, "retry_parameters.task_retry_limit", data["task_retry_limit"], 0, MAX_INT32)
     if data.get("task_age_limit") is not None:
         age = float(parse_age(path, queue, data["task_age_limit"]))
     min_b = _seconds(path, queue, "min_backoff_seconds", data.get("min_backoff_seconds"))
     max_b = _seconds(path, queue, "max_backoff_seconds", data.get("max_backoff_seconds"))
     doublings = DEFAULT_MAX_DOUBLINGS
     if data.get("max_doublings") is not None:
-        doublings = _int(path, queue, "retry_parameters.max_doublings", data["max_doublings"], 0, None)
+        doublings = _int(path, queue, "retry_parameters.max_doublings", data["max_doublings"], 0, MAX_INT32)
     # TranslateRetryParameters: a lone bound that crosses the other's default drags it along.
     if min_b is not None and max_b is None:
         max_b = max(min_b, DEFAULT_MAX_BACKOFF_S)
@@ -264,6 +272,10 @@ def _seconds(path: str, queue: str, field: str, value: object) -> float | None:
         raise QueueYamlError(path, f"{value!r} must be a number of seconds", queue, f"retry_parameters.{field}")
     if value < 0:
         raise QueueYamlError(path, f"{value!r} must not be negative", queue, f"retry_parameters.{field}")
+    if not value <= MAX_BACKOFF_S:  # also NaN and inf, which YAML's .nan and .inf give
+        raise QueueYamlError(
+            path, f"{value!r} must be at most {MAX_BACKOFF_S} (30 days)", queue, f"retry_parameters.{field}"
+        )
     return float(value)
 
 
@@ -288,4 +300,7 @@ def _storage_limit(path: str, value: object) -> int | None:
             f"{value!r} must be a number of bytes with an optional B, K, M, G or T suffix",
             field="total_storage_limit",
         )
-    return int(float(match.group(1)) * BYTE_UNITS[match.group(2)])
+    size = float(match.group(1)) * BYTE_UNITS[match.group(2)]
+    if not size < 2**63:  # past SQLite's integers (or a float's range)
+        raise QueueYamlError(path, f"{value!r} is too large", field="total_storage_limit")
+    return int(size)

@@ -13,6 +13,10 @@ from ..errors import InvalidArgument, Unsupported
 from ..guard import media_type, read_body
 from ..service import Emulator
 
+#: orjson's own depth limit, which the standard parser (the fallback below) does not have.
+MAX_JSON_DEPTH = 1024
+TOO_DEEP = f"Invalid JSON payload received. Nested deeper than {MAX_JSON_DEPTH} levels."
+
 
 class Runtime:
     """What the app's cleanup context opens: filled in at startup, emptied at shutdown."""
@@ -47,10 +51,15 @@ async def read_json(request: web.Request, *, required: bool = False) -> dict[str
         raise Unsupported(f"Expected a JSON body (Content-Type: application/json), got {kind or 'none'!r}.")
     try:
         data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit"):
+            # The standard parser would recurse until Python's own limit and fail with a 500.
+            raise InvalidArgument(TOO_DEEP) from exc
         # orjson refuses some valid JSON (integers past 64 bits): the standard parser decides, and words the error.
         try:
             data = json.loads(raw, parse_constant=_no_constants)
+        except RecursionError as exc:
+            raise InvalidArgument(TOO_DEEP) from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"Invalid JSON payload received. {exc}") from exc
     if not isinstance(data, dict):

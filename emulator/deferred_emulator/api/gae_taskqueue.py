@@ -20,6 +20,8 @@ from ..service import MAX_ETA_S, MAX_TASKS_PER_BATCH, QUEUE_NAME_RE, TASK_NAME_R
 from .common import Runtime
 from .gae_datastore import DatastoreApi, link_payload
 from .gae_protocol import ApplicationError, Handler, parse_message, protos
+from .queues_json import MAX_BACKOFF_S, MAX_INT32
+from .timefmt import MAX_DURATION_S
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ DATASTORE_ERROR = 10000
 PULL = 1
 #: QueryTasks answers at most this many tasks.
 MAX_QUERY_ROWS = 1000
+#: An App Engine task's dispatch deadline: at most 24h15s, as the Cloud Tasks API has it.
+MAX_DEADLINE_S = 24 * 3600 + 15
 
 
 def decode(value: bytes) -> str:
@@ -97,7 +101,18 @@ def check_task(emulator: Emulator, add: Any, new: NewTask, now: int) -> int:
         return INVALID_ETA
     if task_size(new) > emulator.settings.max_task_size:
         return TASK_TOO_LARGE
+    if new.retry is not None and not retry_in_range(new.retry):
+        return INVALID_REQUEST
+    if new.deadline_s is not None and not 0 <= new.deadline_s <= MAX_DEADLINE_S:
+        return INVALID_REQUEST
     return OK
+
+
+def retry_in_range(retry: RetryConfig) -> bool:
+    """Whether retry parameters are within the limits the Cloud Tasks API takes (NaN is not)."""
+    backoffs_ok = 0 <= retry.min_backoff_s <= retry.max_backoff_s <= MAX_BACKOFF_S
+    age_ok = retry.age_limit_s is None or 0 <= retry.age_limit_s <= MAX_DURATION_S
+    return backoffs_ok and age_ok and 0 <= retry.max_doublings <= MAX_INT32
 
 
 async def queue_of(emulator: Emulator, name: str) -> QueueConfig:

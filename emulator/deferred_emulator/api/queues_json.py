@@ -19,6 +19,11 @@ from .timefmt import format_duration, format_ts, parse_duration
 STATES = ["STATE_UNSPECIFIED", "RUNNING", "PAUSED", "DISABLED"]
 MAX_RATE = 500.0
 MAX_CONCURRENT = 5000
+#: Backoffs: at most the furthest ahead a task may be scheduled (720h). Production documents no bound;
+#: a longer wait could only push a retry past what a task may be scheduled for.
+MAX_BACKOFF_S = 720 * 3600
+#: maxAttempts and maxDoublings are int32 in the API.
+MAX_INT32 = 2**31 - 1
 
 
 def _number(value: object, field: str) -> float:
@@ -38,6 +43,8 @@ def retry_from_json(data: dict[str, Any], where: str = "RetryConfig") -> RetryCo
         attempts = int(_number(data["maxAttempts"], f"{where}.maxAttempts"))
         if attempts < -1:
             raise InvalidArgument("RetryConfig.maxAttempts must be greater or equal to -1.")
+        if attempts > MAX_INT32:
+            raise InvalidArgument(f"RetryConfig.maxAttempts must be less than or equal to {MAX_INT32}.")
         # maxAttempts counts the first attempt; -1 (and 0, "unset") mean no limit.
         limit = attempts - 1 if attempts > 0 else None
     age: float | None = None
@@ -46,16 +53,8 @@ def retry_from_json(data: dict[str, Any], where: str = "RetryConfig") -> RetryCo
         if age < 0:
             raise InvalidArgument("RetryConfig.maxRetryDuration cannot be negative.")
         age = age or None
-    min_b = DEFAULT_MIN_BACKOFF_S
-    max_b = DEFAULT_MAX_BACKOFF_S
-    if data.get("minBackoff") not in (None, ""):
-        min_b = parse_duration(data["minBackoff"], f"{where}.minBackoff")
-        if min_b < 0:
-            raise InvalidArgument("RetryConfig.minBackoff cannot be negative.")
-    if data.get("maxBackoff") not in (None, ""):
-        max_b = parse_duration(data["maxBackoff"], f"{where}.maxBackoff")
-        if max_b < 0:
-            raise InvalidArgument("RetryConfig.maxBackoff cannot be negative.")
+    min_b = _backoff(data, "minBackoff", where, DEFAULT_MIN_BACKOFF_S)
+    max_b = _backoff(data, "maxBackoff", where, DEFAULT_MAX_BACKOFF_S)
     if min_b > max_b:
         raise InvalidArgument("RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff.")
     doublings = DEFAULT_MAX_DOUBLINGS
@@ -63,7 +62,20 @@ def retry_from_json(data: dict[str, Any], where: str = "RetryConfig") -> RetryCo
         doublings = int(_number(data["maxDoublings"], f"{where}.maxDoublings"))
         if doublings < 0:
             raise InvalidArgument("RetryConfig.maxDoublings cannot be negative.")
+        if doublings > MAX_INT32:
+            raise InvalidArgument(f"RetryConfig.maxDoublings must be less than or equal to {MAX_INT32}.")
     return RetryConfig(limit, age, min_b, max_b, doublings)
+
+
+def _backoff(data: dict[str, Any], key: str, where: str, default: float) -> float:
+    if data.get(key) in (None, ""):
+        return default
+    seconds = parse_duration(data[key], f"{where}.{key}")
+    if seconds < 0:
+        raise InvalidArgument(f"RetryConfig.{key} cannot be negative.")
+    if seconds > MAX_BACKOFF_S:
+        raise InvalidArgument(f"RetryConfig.{key} must be less than or equal to 720h ({MAX_BACKOFF_S}s).")
+    return seconds
 
 
 def retry_to_json(retry: RetryConfig) -> dict[str, Any]:

@@ -22,7 +22,9 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Cached: the tasks of one request share their createTime, and often their scheduleTime.
 @lru_cache(maxsize=4096)
 def format_ts(us: int) -> str:
-    """``2026-01-02T03:04:05.123456Z``."""
+    """``2026-01-02T03:04:05.123456Z`` (an instant outside the years 1 to 9999 shows as the nearest end)."""
+    # Clamped rather than refused: one stored value out of range must not break every read of its queue.
+    us = min(max(us, MIN_TS_US), MAX_TS_US)
     seconds, micros = divmod(us, 1_000_000)
     return f"{_format_second(seconds)}.{micros:06d}Z"
 
@@ -93,7 +95,10 @@ def _epoch_day(year: int, month: int, day: int) -> int:
 
 @lru_cache(maxsize=1024)
 def format_duration(seconds: float) -> str:
-    """``600s``, ``0.100s``: the protobuf JSON form of a Duration."""
+    """``600s``, ``0.100s``: the protobuf JSON form of a Duration (clamped to its range)."""
+    if not -MAX_DURATION_S <= seconds <= MAX_DURATION_S:
+        # A stored value out of range (or NaN) shows as the nearest end rather than breaking the read.
+        seconds = -MAX_DURATION_S if seconds < 0 else MAX_DURATION_S
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
     return f"{seconds:.9f}".rstrip("0") + "s"
@@ -121,5 +126,6 @@ def pacific(us: int) -> str:
         tz: timezone | ZoneInfo = ZoneInfo("America/Los_Angeles")
     except Exception:
         tz = timezone(timedelta(hours=-8))
+    us = min(max(us, MIN_TS_US + 86_400_000_000), MAX_TS_US - 86_400_000_000)
     dt = (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)).astimezone(tz)
     return dt.isoformat(timespec="seconds")
