@@ -59,7 +59,7 @@ async def reads_answer(emulator: Handle) -> None:
     await emulator.call("GET", "/_emulator/v1/stats")
     tasks = await emulator.call("GET", f"{API}/queues/q/tasks?responseView=FULL")
     assert tasks["tasks"]
-    await emulator.call("GET", f"/_emulator/v1/queues/q/tasks")
+    await emulator.call("GET", "/_emulator/v1/queues/q/tasks")
     await emulator.call("GET", f"{API}/queues/q/tasks/t")
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 from deferred_client.signing import sign
 
+from .header_rules import is_hop_by_hop
 from .models import QueueConfig, TargetKind, Task
 from .plainhttp import EXCERPT_BYTES, Pool, request_head
 from .settings import Settings
@@ -81,7 +82,8 @@ def target_url(task: Task, queue: QueueConfig | None, settings: Settings) -> str
 
 def build_headers(task: Task, settings: Settings) -> dict[str, str]:
     """The headers of a delivery: the task's own minus the reserved ones, then the task metadata."""
-    headers = {k: v for k, v in task.headers.items() if k.lower() not in RESERVED_HEADERS}
+    # Hop-by-hop headers are refused at create time; dropped here too for tasks stored before that rule.
+    headers = {k: v for k, v in task.headers.items() if k.lower() not in RESERVED_HEADERS and not is_hop_by_hop(k)}
     if task.kind is TargetKind.APP_ENGINE:
         prefix = "X-AppEngine-"
         headers["User-Agent"] = APP_ENGINE_USER_AGENT

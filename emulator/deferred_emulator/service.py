@@ -17,6 +17,7 @@ from .errors import (
     TaskNotFound,
     help_link,
 )
+from .header_rules import check_headers
 from .models import NewTask, QueueConfig, QueueState, TargetKind, Task, TaskState
 from .operations import Operations
 from .settings import Settings
@@ -187,6 +188,8 @@ class Emulator:
             raise InvalidArgument(
                 "The Task.scheduleTime is too far in the future. Schedule time must be no more than 720h in the future."
             )
+        if new.headers:
+            check_headers(new.headers, "task headers")
         size = task_size(new)
         if size > self.settings.max_task_size:
             raise InvalidArgument(

@@ -14,7 +14,8 @@ import logging
 from typing import Any
 
 from ..clock import US
-from ..errors import EmulatorError, QueueNotFound, TaskExists, TaskNotFound, TaskTombstoned
+from ..errors import EmulatorError, InvalidArgument, QueueNotFound, TaskExists, TaskNotFound, TaskTombstoned
+from ..header_rules import check_headers
 from ..models import NewTask, QueueConfig, QueueState, RetryConfig, TaskState
 from ..service import MAX_ETA_S, MAX_TASKS_PER_BATCH, QUEUE_NAME_RE, TASK_NAME_RE, Emulator, task_size
 from .common import Runtime
@@ -108,6 +109,15 @@ def check_task(emulator: Emulator, add: Any, new: NewTask, now: int) -> int:
     return OK
 
 
+def refuse_bad_headers(news: list[NewTask]) -> None:
+    """INVALID_REQUEST naming the header when a task sets a hop-by-hop or invalid one (see header_rules)."""
+    for new in news:
+        try:
+            check_headers(new.headers, "task headers")
+        except InvalidArgument as exc:
+            raise ApplicationError(INVALID_REQUEST, exc.message) from exc
+
+
 def retry_in_range(retry: RetryConfig) -> bool:
     """Whether retry parameters are within the limits the Cloud Tasks API takes (NaN is not)."""
     backoffs_ok = 0 <= retry.min_backoff_s <= retry.max_backoff_s <= MAX_BACKOFF_S
@@ -174,6 +184,7 @@ class TaskQueueApi:
             )
         now = emulator.now_us()
         news = [task_of(add, queue.name) for add in adds]
+        refuse_bad_headers(news)
         codes = [check_task(emulator, add, new, now) for add, new in zip(adds, news)]
         if any(code != OK for code in codes):
             for code in codes:
