@@ -283,7 +283,10 @@ def _int(path: str, queue: str, field: str, value: object, low: int, high: int |
     if isinstance(value, bool) or not isinstance(value, int):
         raise QueueYamlError(path, f"{value!r} must be a whole number", queue, field)
     if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        if high is not None and high < MAX_INT32:
+            bounds = f"between {low} and {high}"
+        else:
+            bounds = f"at least {low}" if value < low else f"at most {high}"
         raise QueueYamlError(path, f"{value} must be {bounds}", queue, field)
     return value
 
