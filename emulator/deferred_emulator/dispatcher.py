@@ -14,7 +14,9 @@ import aiohttp
 
 from .backoff import backoff_s, can_retry
 from .clock import US
+from .dberrors import StoreUnavailable
 from .delivery import Outcome, build_headers, deliver, target_url
+from .leases import Leases
 from .models import Attempt, QueueConfig, QueueState, TargetKind, Task
 from .plainhttp import Pool
 from .ratelimit import TokenBucket
@@ -113,6 +115,9 @@ class Dispatcher:
         self.throughput = Throughput()
         self.delivered = 0
         self.failures = 0
+        #: Tasks whose delivery ended with its outcome unrecorded; given back to the queue within seconds.
+        self.leases = Leases(self.store, emulator.now_us, self._inflight.keys, self.wake)
+        self._store_warning = ""
         emulator.hooks = Hooks(
             wake=self.wake, run_now=self.start_delivery, queue_changed=self._queue_changed, added=self.notice
         )
@@ -135,8 +140,8 @@ class Dispatcher:
             self._event.set()
 
     def in_flight(self, queue: str | None = None) -> int:
-        """Deliveries under way (in one queue, or in all)."""
-        return self._per_queue[queue] if queue else len(self._inflight)
+        """Deliveries under way (in one queue, or in all), counting those whose outcome waits to be written."""
+        return (self._per_queue[queue] if queue else len(self._inflight)) + self.leases.count(queue)
 
     def _queue_changed(self, queue: QueueConfig) -> None:
         bucket = self._buckets.get(queue.name)
@@ -151,11 +156,25 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Deliver tasks until cancelled, sleeping until the earliest ETA or a wake-up."""
+        keeper = asyncio.create_task(self.leases.run(), name="leases")
+        try:
+            await self._loop()
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _loop(self) -> None:
         while not self._closing:
             self._event.clear()
             self._sleeping_until = None
             try:
                 delay = await self.run_once()
+                self._store_warning = ""
+            except StoreUnavailable as exc:
+                if exc.message != self._store_warning:  # once, not every second while it lasts
+                    logger.warning("cannot claim due tasks: %s", exc.message)
+                    self._store_warning = exc.message
+                delay = 1.0
             except Exception:
                 logger.exception("dispatch loop error; retrying in 1s")
                 delay = 1.0
@@ -246,9 +265,13 @@ class Dispatcher:
             await self._record(task, queue, outcome)
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:
+            # The task stays leased in the database; the lease keeper puts it back once it can.
+            logger.warning("could not record the delivery of %s/%s: %s", task.queue, task.name, exc.message)
+            self.leases.lose(task)
         except Exception:
-            # The task stays leased and is released at the next start: never lost.
             logger.exception("could not record the delivery of %s/%s", task.queue, task.name)
+            self.leases.lose(task)
         finally:
             self._inflight.pop(task.id, None)
             self._per_queue[task.queue] -= 1

@@ -81,15 +81,31 @@ def add(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: int) -> list[Ta
             if len(task.body) < 65536 and b"dee_" in task.body:
                 _link_entities(conn, task)
     except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         # Names were checked above, so only a generated name can have collided: find which one.
         taken = [t.name for t in tasks if conn.execute(TASK_NAMED, (t.queue, t.name)).fetchone()]
         raise TaskExists(taken[0] if taken else "") from exc
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+    _commit(conn)
     return added
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite ends some failed transactions by itself (a full disk, for one): a second ROLLBACK would fail.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    # A COMMIT that fails (the disk filled up) leaves the transaction open: end it, or every later
+    # BEGIN would fail too.
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def _check_name_free(conn: sqlite3.Connection, new: NewTask, now: int) -> None:
@@ -208,9 +224,9 @@ def finish(conn: sqlite3.Connection, results: Sequence[tuple[Task, Attempt, str,
         for task, attempt, outcome, value in results:
             _finish_one(conn, task, attempt, outcome, value)
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+    _commit(conn)
 
 
 def _finish_one(conn: sqlite3.Connection, task: Task, attempt: Attempt, outcome: str, value: int) -> None:

@@ -7,12 +7,10 @@ argument; nothing here reads the clock.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +18,7 @@ import aiosqlite
 
 from . import hotpath
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
+from .dbaccess import Access
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
 from .schema import SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_from_row
@@ -32,47 +31,8 @@ class StoreError(Exception):
     """Raised when the database file cannot be used (corrupt, foreign, or another version)."""
 
 
-class Store:
+class Store(Access):
     """The SQLite database behind the emulator."""
-
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
-        self.db = db
-        self.path = path
-        # One connection serves every coroutine: the lock keeps one coroutine's statements out
-        # of another's transaction.
-        self._lock = asyncio.Lock()
-        #: A second connection for long reads (see ``counts``); none for ``:memory:``, which it would not see.
-        self._reader: aiosqlite.Connection | None = None
-        #: Checkpoints the WAL off the event loop (see checkpoint.py); none for ``:memory:``, which has no WAL.
-        self.checkpointer: Checkpointer | None = None
-        #: The last whole-table tally of ``counts``, with the reader's ``data_version`` it was taken at.
-        self._tally: tuple[int, list[Any]] | None = None
-
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[None]:
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
-
-    async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
-        async with self._lock:
-            if self.checkpointer is None:
-                return fn(self.db._conn, *args)
-            self.checkpointer.finish(self.db._conn)
-            result = fn(self.db._conn, *args)
-        self.checkpointer.written()
-        return result
-
-    async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
-        async with self._lock:
-            async with self.db.execute(sql, tuple(params)) as cur:
-                return cur.rowcount
 
     @classmethod
     async def open(cls, path: str) -> Store:
@@ -85,7 +45,8 @@ class Store:
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+            # No waiting inside SQLite: the hot paths run in the event loop's thread (see ``_retrying``).
+            await db.execute("PRAGMA busy_timeout=0")
             await cls._check_foreign(db, path)
             await db.executescript(SCHEMA)
             await cls._check_version(db)
@@ -130,29 +91,6 @@ class Store:
         if self._reader is not None:
             await self._reader.close()
         await self.db.close()
-
-    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        """Rows of a long read-only query, from the reader connection (WAL lets it read beside the writer)."""
-        if self._reader is None:
-            return await self._all(sql, params)
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
-
-    async def _raw_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self.db.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
-
-    async def _raw_all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self.db.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
-
-    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._lock:
-            return await self._raw_one(sql, params)
-
-    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._lock:
-            return await self._raw_all(sql, params)
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -220,6 +158,23 @@ class Store:
     async def release_leases(self) -> int:
         """Put every leased task back to waiting: called at start, when no delivery can be in flight."""
         return await self._exec("UPDATE task SET state='waiting', lease_until_us=NULL WHERE state='running'")
+
+    async def release_tasks(self, ids: Sequence[int]) -> int:
+        """Put these leased tasks back to waiting (their deliveries ended unrecorded); how many were leased."""
+        count = 0
+        for start in range(0, len(ids), 500):  # within SQLite's limit of bound values
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            count += await self._exec(
+                f"UPDATE task SET state='waiting', lease_until_us=NULL WHERE state='running' AND id IN ({marks})", chunk
+            )
+        return count
+
+    async def expire_leases(self, now: int, keep: Collection[int]) -> int:
+        """Put tasks whose lease ran out back to waiting, except those in ``keep`` (deliveries under way)."""
+        rows = await self._all("SELECT id FROM task WHERE state='running' AND lease_until_us<=?", (now,))
+        ids = [row[0] for row in rows if row[0] not in keep]
+        return await self.release_tasks(ids) if ids else 0
 
     async def finish(self, results: Sequence[tuple[Task, Attempt, str, int]]) -> None:
         """Record several delivery outcomes in one transaction (group commit).
