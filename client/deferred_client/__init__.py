@@ -1,8 +1,8 @@
-"""deferred_client: App Engine's ``deferred`` for a local task queue emulator (standard library only).
+"""deferred_client: App Engine's ``deferred`` for the local emulator and for Cloud Tasks.
 
-``defer(fn, *args, **kwargs)`` pickles the call and queues it in the emulator, which later POSTs it to
-the app's ``/_ah/queue/deferred`` handler (``application``, ``asgi_application`` or ``aiohttp_handler``),
-which runs it.
+``defer(fn, *args, **kwargs)`` pickles the call and queues it (in the emulator with the standard library
+only, or in Cloud Tasks with the ``[cloud]`` extra), which later POSTs it to the app's handler
+(``application``, ``asgi_application`` or ``aiohttp_handler``), which runs it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .errors import (
     BadTaskStateError,
     BadTransactionState,
     BadTransactionStateError,
+    ConfigurationError,
     DuplicateTaskNameError,
     EmulatorUnavailableError,
     Error,
@@ -43,6 +44,7 @@ from .errors import (
 from .execution import set_log_level
 from .handler import WSGIHandler, application, wrap_wsgi_app
 from .serialize import invoke_member, run, serialize
+from .storage import run_from_storage
 from .task import Task, TaskRetryOptions
 from .transaction import Transaction, transaction
 
@@ -52,6 +54,7 @@ __all__ = [
     "BadTransactionState",
     "BadTransactionStateError",
     "Config",
+    "ConfigurationError",
     "DuplicateTaskNameError",
     "EmulatorUnavailableError",
     "Error",
@@ -90,6 +93,7 @@ __all__ = [
     "invoke_member",
     "run",
     "run_from_datastore",
+    "run_from_storage",
     "serialize",
     "set_log_level",
     "transaction",

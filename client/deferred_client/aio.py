@@ -61,7 +61,7 @@ class AsyncTransport:
     """Requests to one emulator from asyncio code."""
 
     def __init__(self, config: Config) -> None:
-        self.base_url = config.base_url
+        self.base_url = config.api_url
         scheme, host, port, prefix = config.endpoint()
         self.origin = f"{scheme}://{host}:{port}{prefix}" if ":" not in host else f"{scheme}://[{host}]:{port}{prefix}"
         self.timeout_s = config.timeout_s

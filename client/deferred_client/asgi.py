@@ -40,7 +40,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 def task_request(scope: Scope, body: bytes) -> TaskRequest:
     """The delivery an ASGI HTTP scope describes."""
     headers = {
-        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ()) if k[:2] in (b"x-", b"X-")
+        k.decode("latin-1").lower(): v.decode("latin-1")
+        for k, v in scope.get("headers", ())
+        if k[:2] in (b"x-", b"X-") or k.lower() == b"authorization"
     }
     client = scope.get("client")
     return TaskRequest(scope.get("method", "GET"), headers, body, client[0] if client else None)

@@ -1,4 +1,8 @@
-"""The emulator's task and entity endpoints, as blocking and as asyncio calls."""
+"""The Cloud Tasks REST calls ``defer()`` makes, to the emulator or to Cloud Tasks, blocking and from asyncio.
+
+Both backends get the same v2 requests; the emulator's extensions (its size limit, entities, the atomic
+batch add) are used only with the emulator, where production has no equal.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Any
 
 from .aio import AsyncTransport
 from .config import Config, current_config
-from .errors import Error
+from .errors import Error, InvalidTaskError, TaskAlreadyExistsError, TombstonedTaskError
+from .serialize import serialize
+from .targets import delivery_for
 from .task import Task, TaskSpec
 from .transport import OCTETS, Response, SyncTransport
 
@@ -55,7 +61,9 @@ class _Paths:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.parent = f"projects/{config.project}/locations/{config.location}"
+        self.production = config.production
+        self.parent = f"projects/{config.project_id()}/locations/{config.location_id()}"
+        self.delivery = delivery_for(config)
         self._queues: dict[str, tuple[str, str]] = {}
 
     def queue(self, queue: str) -> tuple[str, str]:
@@ -69,16 +77,19 @@ class _Paths:
     def create_body(self, spec: TaskSpec, body: bytes) -> tuple[str, bytes]:
         """The path and JSON body that create a task."""
         path, resource = self.queue(spec.queue)
-        return path, _dumps({"task": spec.to_json(body, resource)})
+        return path, _dumps({"task": spec.to_json(body, resource, None, self.delivery)})
 
     def batch_body(self, items: Sequence[tuple[TaskSpec, bytes, str | None]]) -> bytes:
         """The JSON body of a batch add."""
-        tasks = [{"queue": s.queue, "task": s.to_json(body, self.queue(s.queue)[1], name)} for s, body, name in items]
+        tasks = [
+            {"queue": s.queue, "task": s.to_json(body, self.queue(s.queue)[1], name, self.delivery)}
+            for s, body, name in items
+        ]
         return _dumps({"tasks": tasks})
 
 
 class EmulatorClient(_Paths):
-    """Blocking calls to one emulator."""
+    """Blocking calls to one emulator, or to Cloud Tasks (``DEFERRED_BACKEND=cloudtasks``)."""
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -88,7 +99,9 @@ class EmulatorClient(_Paths):
         return f"<EmulatorClient {self.transport.base_url} {self.parent}>"
 
     def max_task_size(self, refresh: bool = False) -> int:
-        """The emulator's task size limit in bytes (asked once per emulator, then remembered)."""
+        """The task size limit in bytes: the emulator's (asked once, then remembered), App Engine's in production."""
+        if self.production:
+            return DEFAULT_MAX_TASK_SIZE
         base = self.transport.base_url
         limit = None if refresh else _limits.get(base)
         if limit is None:
@@ -98,13 +111,54 @@ class EmulatorClient(_Paths):
     def create_task(self, spec: TaskSpec, body: bytes, entity_key: str | None = None) -> Task:
         """Create one task carrying ``body``."""
         path, data = self.create_body(spec, body)
-        resp = self.transport.request("POST", path, data).check(f"Adding a task to queue {spec.queue!r}", adding=True)
+        resp = self.transport.request("POST", path, data)
+        try:
+            resp.check(f"Adding a task to queue {spec.queue!r}", adding=True)
+        except TaskAlreadyExistsError as exc:
+            if self.production and spec.name:
+                raise self.which_exists(spec.queue, spec.name, exc) from None
+            raise
         return Task.from_json(resp.json(), spec.queue, entity_key)
 
+    def which_exists(self, queue: str, name: str, exc: TaskAlreadyExistsError) -> InvalidTaskError:
+        """Tell a name in use from a tombstone as Cloud Tasks allows: GetTask finds the one, not the other."""
+        resp = self.transport.request("GET", f"{self.queue(queue)[0]}/{name}")
+        if resp.status == 404:
+            return TombstonedTaskError(f"{exc} (the task {name!r} existed recently: its name cannot be reused yet)")
+        if resp.status == 200:
+            return TaskAlreadyExistsError(f"{exc} (the task {name!r} is in queue {queue!r})")
+        return exc
+
     def batch_add(self, items: Sequence[tuple[TaskSpec, bytes, str | None]], keys: Sequence[str | None]) -> list[Task]:
-        """Create several tasks atomically: all or none."""
+        """Create several tasks: atomically with the emulator, with BatchCreateTasks per queue in production."""
+        if self.production:
+            from .batch import batch_create
+
+            return batch_create(self, items, keys)
         resp = self.transport.request("POST", BATCH_ADD, self.batch_body(items))
         return _batch_tasks(resp, [item[0] for item in items], keys)
+
+    def spill(self, payload: bytes) -> tuple[str, bytes]:
+        """Store a payload too large for a task (bucket or emulator entity); its key and the call that runs it."""
+        if self.config.payload_bucket or self.production:
+            from .storage import payload_store
+
+            store = payload_store(self.config)
+            name = store.put(payload)
+            return name, store.runner(name)
+        from .datastore import run_from_datastore
+
+        key = self.put_entity(payload)
+        return key, serialize(run_from_datastore, key)
+
+    def unspill(self, key: str) -> None:
+        """Delete a stored payload whose task was not created."""
+        if self.config.payload_bucket or self.production:
+            from .storage import payload_store
+
+            payload_store(self.config).delete(key)
+        else:
+            self.delete_entity(key)
 
     def put_entity(self, data: bytes) -> str:
         """Store a large payload; its key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -24,16 +25,19 @@ def _add(client: EmulatorClient, spec: TaskSpec, payload: bytes) -> Task:
             return client.create_task(spec, payload)
         except TaskTooLargeError:
             client.max_task_size(refresh=True)  # the emulator's limit changed: spill, as App Engine's SDK does
-    key = client.put_entity(payload)
+    key, runner = client.spill(payload)
     try:
-        return client.create_task(spec, serialize(run_from_datastore, key), key)
+        return client.create_task(spec, runner, key)
     except BaseException:
         with contextlib.suppress(Exception):
-            client.delete_entity(key)
+            client.unspill(key)
         raise
 
 
 async def _add_async(client: AsyncEmulatorClient, spec: TaskSpec, payload: bytes) -> Task:
+    if client.production or client.config.payload_bucket:
+        # Cloud Tasks and Storage calls (and google-auth's token refreshes) block: they run in a worker thread.
+        return await asyncio.to_thread(_add, sync_client(client.config), spec, payload)
     if spec.overhead + len(payload) <= await client.max_task_size():
         try:
             return await client.create_task(spec, payload)

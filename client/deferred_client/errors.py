@@ -8,6 +8,7 @@ __all__ = [
     "BadTaskStateError",
     "BadTransactionState",
     "BadTransactionStateError",
+    "ConfigurationError",
     "DuplicateTaskNameError",
     "EmulatorUnavailableError",
     "Error",
@@ -36,6 +37,10 @@ __all__ = [
 
 class Error(Exception):
     """Base class of every exception this package raises."""
+
+
+class ConfigurationError(Error):
+    """Raised when the configuration (``configure()`` or the environment) is missing or wrong for what was asked."""
 
 
 class PermanentTaskFailure(Error):

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 #: The level the handlers log each task's headers at (App Engine's default: INFO).
 _log_level = logging.INFO
 TASK_NAME = "x-appengine-taskname"
+HTTP_TASK_NAME = "x-cloudtasks-taskname"
+#: Besides the ``X-*`` headers, the handlers pass on this one (HTTP-target tasks' OIDC token).
+AUTHORIZATION = "authorization"
 SIGNATURE = "x-deferred-signature"
 #: The documented spelling of the headers that are logged.
 SPELLING = {
@@ -59,8 +62,8 @@ class TaskRequest:
 
     @property
     def task_name(self) -> str:
-        """The ``X-AppEngine-TaskName`` header (empty when absent)."""
-        return self.headers.get(TASK_NAME, "")
+        """The ``X-AppEngine-TaskName`` header, or an HTTP target's ``X-CloudTasks-TaskName`` (empty when absent)."""
+        return self.headers.get(TASK_NAME) or self.headers.get(HTTP_TASK_NAME, "")
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,17 @@ def refusal(request: TaskRequest, secret: str | None = None) -> Reply | None:
     """Why a delivery may not run (a 403 or 405 ``Reply``), or ``None``; ``secret`` defaults to the configured one."""
     if request.method != "POST":
         return Reply(405, f"Deferred tasks are POSTed; {request.method} is not allowed.")
+    config = current_config()
+    if config.production:
+        from .production_trust import production_refusal
+
+        refused = production_refusal(request, config)
+        if refused is None:
+            _log_headers(request)
+        return refused
     if TASK_NAME not in request.headers:
         return _forbidden(XSRF + "The header 'X-AppEngine-Taskname' was not set.")
-    secret = secret if secret is not None else current_config().secret
+    secret = secret if secret is not None else config.secret
     if secret:
         signature = request.headers.get(SIGNATURE)
         if not signature or not verify(secret, request.task_name, request.body, signature):
@@ -116,10 +127,19 @@ def refusal(request: TaskRequest, secret: str | None = None) -> Reply | None:
             XSRF + f"The request came from {request.peer or 'an unknown address'}, not from a loopback address, and no"
             f" secret is configured: set {SECRET_ENV} (and run the emulator with --secret) to accept it."
         )
-    if logger.isEnabledFor(_log_level):
-        shown = [f"{SPELLING.get(k, k)}:{v}" for k, v in request.headers.items() if k.startswith("x-appengine-")]
-        logger.log(_log_level, ", ".join(shown))
+    _log_headers(request)
     return None
+
+
+def _log_headers(request: TaskRequest) -> None:
+    """Log the task's queue headers, as App Engine's handler does."""
+    if logger.isEnabledFor(_log_level):
+        shown = [
+            f"{SPELLING.get(k, k)}:{v}"
+            for k, v in request.headers.items()
+            if k.startswith(("x-appengine-", "x-cloudtasks-"))
+        ]
+        logger.log(_log_level, ", ".join(shown))
 
 
 def _failed(request: TaskRequest, exc: Exception) -> Reply:

@@ -40,7 +40,11 @@ def _body(environ: WSGIEnvironment) -> bytes:
 
 def task_request(environ: WSGIEnvironment) -> TaskRequest:
     """The delivery a WSGI environ describes."""
-    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_X_")}
+    headers = {
+        k[5:].replace("_", "-").lower(): v
+        for k, v in environ.items()
+        if k.startswith("HTTP_X_") or k == "HTTP_AUTHORIZATION"
+    }
     return TaskRequest(environ.get("REQUEST_METHOD", "GET"), headers, _body(environ), environ.get("REMOTE_ADDR"))
 
 

@@ -18,6 +18,7 @@ from .errors import (
     InvalidTaskRetryOptionsError,
     InvalidUrlError,
 )
+from .targets import Delivery
 
 __all__ = ["DEFAULT_URL", "Task", "TaskRetryOptions", "TaskSpec"]
 
@@ -29,6 +30,8 @@ TASK_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,500}$")
 QUEUE_NAME_RE = re.compile(r"^[a-zA-Z0-9-]{1,100}$")
 METHOD = "POST"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Tasks for App Engine targets, with the emulator's extensions allowed.
+APP_ENGINE = Delivery()
 _TIME_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[Zz]|\+00:00)$")
 
 
@@ -211,23 +214,31 @@ class TaskSpec:
         """The ETA asked for, or now."""
         return datetime.fromtimestamp(time.time() if self.eta_s is None else self.eta_s, timezone.utc)
 
-    def to_json(self, body: bytes, queue_path: str, name: str | None = None) -> dict[str, Any]:
-        """The Cloud Tasks ``task`` object for this spec carrying ``body``."""
-        request: dict[str, Any] = {
-            "httpMethod": METHOD,
-            "relativeUri": self.url,
-            "headers": self.headers,
-            "body": base64.b64encode(body).decode("ascii"),
-        }
-        if self.target:
-            request["appEngineRouting"] = {"service": self.target}
-        task: dict[str, Any] = {"appEngineHttpRequest": request}
+    def to_json(
+        self, body: bytes, queue_path: str, name: str | None = None, delivery: Delivery = APP_ENGINE
+    ) -> dict[str, Any]:
+        """The Cloud Tasks ``task`` object for this spec carrying ``body`` (an App Engine or an HTTP target)."""
+        encoded = base64.b64encode(body).decode("ascii")
+        task: dict[str, Any]
+        http = delivery.http_request(self.target, self.url)
+        if http is not None:
+            task = {"httpRequest": {**http, "headers": self.headers, "body": encoded}}
+        else:
+            request: dict[str, Any] = {
+                "httpMethod": METHOD,
+                "relativeUri": self.url,
+                "headers": self.headers,
+                "body": encoded,
+            }
+            if self.target:
+                request["appEngineRouting"] = {"service": self.target}
+            task = {"appEngineHttpRequest": request}
         name = name or self.name
         if name:
             task["name"] = f"{queue_path}/tasks/{name}"
         if self.eta_s is not None:
             task["scheduleTime"] = format_time(self.eta_s)
-        if self.countdown_s is not None:
+        if self.countdown_s is not None and delivery.extensions:
             task["countdown"] = _seconds(self.countdown_s)
         if self.retry is not None:
             retry = self.retry.to_json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from contextvars import ContextVar, Token
@@ -105,14 +106,18 @@ class Transaction:
         keys: list[str | None] = []
         try:
             for spec, payload, name in self.pending:
-                key = client.put_entity(payload) if spec.overhead + len(payload) > limit else None
+                key, body = client.spill(payload) if spec.overhead + len(payload) > limit else (None, payload)
                 keys.append(key)
-                items.append((spec, payload if key is None else serialize(run_from_datastore, key), name))
+                items.append((spec, body, name))
             self.tasks = client.batch_add(items, keys)
-        except BaseException:
-            for key in filter(None, keys):
-                with contextlib.suppress(Exception):
-                    client.delete_entity(key)
+        except BaseException as exc:
+            # A production batch is not atomic: the payloads of the tasks it did create stay for them.
+            created = list(getattr(exc, "created", None) or [])
+            created += [None] * (len(keys) - len(created))
+            for key, task in zip(keys, created):
+                if key is not None and task is None:
+                    with contextlib.suppress(Exception):
+                        client.unspill(key)
             raise
         self.pending.clear()
         return self.tasks
@@ -122,6 +127,9 @@ class Transaction:
         if not self.pending:
             return []
         client = client or async_client()
+        if client.production or client.config.payload_bucket:
+            # Blocking Cloud Tasks and Storage calls: in a worker thread.
+            return await asyncio.to_thread(self.commit, sync_client(client.config))
         limit = await client.max_task_size()
         items: list[Pending] = []
         keys: list[str | None] = []

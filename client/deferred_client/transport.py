@@ -1,4 +1,7 @@
-"""Blocking HTTP to the emulator with the standard library: one kept-alive connection per thread."""
+"""Blocking HTTP to the Cloud Tasks REST API (the emulator's or Google's) with the standard library.
+
+One kept-alive connection per thread; in production each request carries the credentials' bearer token.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import json
 import threading
 from typing import Any, NamedTuple
 
+from .auth import BearerAuth
 from .config import HOST_ENV, Config
 from .connection import Connection
-from .errors import EmulatorUnavailableError, Error, error_from_response
+from .errors import EmulatorUnavailableError, Error, TransientError, error_from_response
 
 __all__ = ["Response", "SyncTransport", "unavailable"]
 
@@ -38,9 +42,11 @@ class Response(NamedTuple):
         raise error_from_response(self.status, self.body, what, adding=adding)
 
 
-def unavailable(base_url: str, exc: BaseException) -> EmulatorUnavailableError:
-    """The error for an emulator that does not answer."""
+def unavailable(base_url: str, exc: BaseException, production: bool = False) -> TransientError:
+    """The error for an emulator (or Cloud Tasks) that does not answer."""
     detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+    if production:
+        return TransientError(f"Cloud Tasks at {base_url} did not answer ({detail}).")
     return EmulatorUnavailableError(
         f"The task queue emulator at {base_url} did not answer ({detail}). Is `deferred-emulator serve` running"
         f" there? Set {HOST_ENV}=host:port or call deferred_client.configure(host=...) to point elsewhere."
@@ -60,10 +66,12 @@ class _Held:
 
 
 class SyncTransport:
-    """Requests to one emulator; each thread keeps its own connection open between calls."""
+    """Requests to one API endpoint; each thread keeps its own connection open between calls."""
 
     def __init__(self, config: Config) -> None:
-        self.base_url = config.base_url
+        self.base_url = config.api_url
+        self.production = config.production
+        self.auth = BearerAuth(config.credentials) if self.production else None
         self.scheme, self.host, self.port, self.prefix = config.endpoint()
         self.timeout_s = config.timeout_s
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -85,6 +93,8 @@ class SyncTransport:
 
     def _head(self, method: str, path: str, body: bytes | None, content_type: str) -> bytes:
         head = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), (self.prefix + path).encode(), self._host_header)
+        if self.auth is not None:
+            head += b"Authorization: %s\r\n" % self.auth.header().encode("latin-1")
         if body is not None:
             head += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type.encode(), len(body))
         elif method in ("POST", "PUT", "PATCH"):
@@ -104,12 +114,12 @@ class SyncTransport:
                 if conn is not None:
                     conn.close()
                 if not reused or attempt == 2:
-                    raise unavailable(self.base_url, exc) from exc
+                    raise unavailable(self.base_url, exc, self.production) from exc
                 # The kept-alive connection had gone stale: try once more on a new one.
             except OSError as exc:
                 if conn is not None:
                     conn.close()
-                raise unavailable(self.base_url, exc) from exc
+                raise unavailable(self.base_url, exc, self.production) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
