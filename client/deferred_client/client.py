@@ -114,13 +114,14 @@ class EmulatorClient(_Paths):
         resp = self.transport.request("POST", path, data)
         try:
             resp.check(f"Adding a task to queue {spec.queue!r}", adding=True)
-        except TaskAlreadyExistsError as exc:
+        except (TaskAlreadyExistsError, TombstonedTaskError) as exc:
+            # Cloud Tasks words both the same: only a GetTask tells them apart, whatever the answer said.
             if self.production and spec.name:
                 raise self.which_exists(spec.queue, spec.name, exc) from None
             raise
         return Task.from_json(resp.json(), spec.queue, entity_key)
 
-    def which_exists(self, queue: str, name: str, exc: TaskAlreadyExistsError) -> InvalidTaskError:
+    def which_exists(self, queue: str, name: str, exc: InvalidTaskError) -> InvalidTaskError:
         """Tell a name in use from a tombstone as Cloud Tasks allows: GetTask finds the one, not the other."""
         resp = self.transport.request("GET", f"{self.queue(queue)[0]}/{name}")
         if resp.status == 404:
