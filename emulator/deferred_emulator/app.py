@@ -12,13 +12,14 @@ from aiohttp import web
 from .api import admin, cloudtasks, console, gae, inspection, openapi, routing
 from .api.common import Runtime, runtime_key
 from .clock import Clock, VirtualClock
+from .dberrors import StoreUnavailable
 from .dispatcher import Dispatcher
 from .guard import BodyLimits, guard_middleware, install
 from .middleware import error_middleware
 from .queuesync import QueueYamlWatcher
 from .service import Emulator
 from .settings import Settings
-from .store import Store
+from .store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,14 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     store = await Store.open(settings.db_path)
     clock = VirtualClock() if settings.virtual_clock else Clock()
     emulator = Emulator(settings, store, clock)
-    await emulator.start()
+    try:
+        await emulator.start()
+    except BaseException as exc:
+        # Closed here, or aiosqlite's thread would keep the process alive after the failed start.
+        await store.close()
+        if isinstance(exc, StoreUnavailable):
+            raise StoreError(exc.message) from exc
+        raise
     # queue.yaml is applied before the dispatcher starts, so a queue it pauses never delivers.
     watcher = (
         QueueYamlWatcher(emulator, settings.queue_yaml, settings.queue_yaml_poll_s) if settings.queue_yaml else None

@@ -10,6 +10,8 @@ cause (dberrors.py).
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -18,7 +20,9 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from .checkpoint import Checkpointer
-from .dberrors import is_busy, unavailable, waits
+from .dberrors import StoreUnavailable, is_busy, unavailable, waits
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: Seconds a write waits for another program's lock (SQLite's busy timeout was 5 s, spent blocking the loop).
@@ -42,22 +46,65 @@ class Access:
         self.busy_budget_s = BUSY_BUDGET_S
         #: The last whole-table tally of ``counts``, with the reader's ``data_version`` it was taken at.
         self._tally: tuple[int, list[Any]] | None = None
+        #: (device, inode) of the file opened; None for ``:memory:``.
+        self.identity: tuple[int, int] | None = None
+        #: Why writes are refused for good: the file was deleted, moved or replaced while open.
+        self.gone: str | None = None
+        if path != ":memory:":
+            stat = os.stat(path)
+            self.identity = (stat.st_dev, stat.st_ino)
+
+    def _failure(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """The error for a failed statement: the file's disappearance if that is the cause, else SQLite's."""
+        try:
+            self.check_file()
+        except StoreUnavailable as gone:
+            return gone
+        return unavailable(exc, self.path)
+
+    def check_file(self) -> None:
+        """Raise StoreUnavailable if the path no longer leads to the file opened (deleted, moved, replaced).
+
+        Writes would go on into a file nobody will open again (``rm -rf .deferred-emulator``,
+        ``git clean -xdf``) and be lost at the next start; so they are refused, loudly, and reads of
+        what the open file holds go on. A stat is a microsecond or two, next to tens for a write.
+        """
+        if self.gone is not None:
+            raise StoreUnavailable(self.gone)
+        if self.identity is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            why = "was deleted or moved away"
+        except OSError as exc:
+            why = f"cannot be reached ({exc.strerror or exc})"
+        else:
+            if (stat.st_dev, stat.st_ino) == self.identity:
+                return
+            why = "was replaced by another file"
+        self.gone = (
+            f"The database {self.path} {why} while the emulator was running: changes are refused, since they"
+            " would be lost. Restart the emulator to start from what the path holds now."
+        )
+        logger.error("%s", self.gone)
+        raise StoreUnavailable(self.gone)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[None]:
         """A write transaction: BEGIN IMMEDIATE, waited for off the event loop (see ``_retrying``)."""
-        await self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"), hold=True)
+        await self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"), hold=True, write=True)
         try:
             try:
                 yield
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as exc:
-                raise unavailable(exc, self.path) from exc
+                raise self._failure(exc) from exc
             try:
                 await self.db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise unavailable(exc, self.path) from exc
+                raise self._failure(exc) from exc
         except BaseException:
             if self.db._conn.in_transaction:  # SQLite ends some failed transactions itself (a full disk)
                 await self.db.execute("ROLLBACK")
@@ -65,14 +112,17 @@ class Access:
         finally:
             self._lock.release()
 
-    async def _retrying(self, op: Callable[[], Awaitable[T]], hold: bool = False) -> T:
+    async def _retrying(self, op: Callable[[], Awaitable[T]], hold: bool = False, write: bool = False) -> T:
         """Run ``op`` under the store's lock; while another program holds the database's write lock, try again.
 
         The writer's busy timeout is 0, so SQLite never sleeps in the event loop's thread (the hot
         paths run there): it answers "locked" at once, and the wait happens here, asleep, with the
         lock let go so that reads go on. After ``busy_budget_s`` the caller gets a 503 naming the cause.
-        With ``hold``, the lock is kept after a success (``_tx`` releases it).
+        With ``hold``, the lock is kept after a success (``_tx`` releases it). A ``write`` is refused
+        when the database file is gone (``check_file``).
         """
+        if write:
+            self.check_file()
         last: sqlite3.Error | None = None
         for pause in (*waits(self.busy_budget_s), None):
             await self._lock.acquire()
@@ -84,7 +134,7 @@ class Access:
             except sqlite3.Error as exc:
                 self._lock.release()
                 if not is_busy(exc) or pause is None:
-                    raise unavailable(exc, self.path) from exc
+                    raise self._failure(exc) from exc
                 last = exc
                 await asyncio.sleep(pause)
                 continue
@@ -94,7 +144,7 @@ class Access:
             if not hold:
                 self._lock.release()
             return result
-        raise unavailable(last or sqlite3.OperationalError("database is locked"), self.path)
+        raise self._failure(last or sqlite3.OperationalError("database is locked"))
 
     async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
@@ -105,7 +155,7 @@ class Access:
                 self.checkpointer.finish(conn)
             return fn(conn, *args)
 
-        result = await self._retrying(op)
+        result = await self._retrying(op, write=True)
         if self.checkpointer is not None:
             self.checkpointer.written()
         return result
@@ -115,7 +165,7 @@ class Access:
             async with self.db.execute(sql, tuple(params)) as cur:
                 return cur.rowcount
 
-        return await self._retrying(op)
+        return await self._retrying(op, write=True)
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         """Rows of a long read-only query, from the reader connection (WAL lets it read beside the writer)."""
@@ -125,7 +175,7 @@ class Access:
             async with self._reader.execute(sql, tuple(params)) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
-            raise unavailable(exc, self.path) from exc
+            raise self._failure(exc) from exc
 
     async def _raw_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         async with self.db.execute(sql, tuple(params)) as cur:

@@ -19,6 +19,7 @@ import aiosqlite
 from . import hotpath
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .dbaccess import Access
+from .dberrors import explain
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
 from .schema import SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_from_row
@@ -29,6 +30,14 @@ T = TypeVar("T")
 
 class StoreError(Exception):
     """Raised when the database file cannot be used (corrupt, foreign, or another version)."""
+
+
+def not_usable(exc: sqlite3.Error, path: str) -> str:
+    """One line for a database that cannot be used at startup: corrupt (with the way out), or not ours."""
+    text = str(exc).lower()
+    if "malformed" in text or "corrupt" in text:
+        return explain(exc, path)
+    return f"{path} is not a deferred-emulator database ({exc})"
 
 
 class Store(Access):
@@ -52,7 +61,7 @@ class Store(Access):
             await cls._check_version(db)
         except sqlite3.DatabaseError as exc:
             await db.close()
-            raise StoreError(f"{path} is not a deferred-emulator database ({exc})") from exc
+            raise StoreError(not_usable(exc, path)) from exc
         except StoreError:
             await db.close()
             raise
