@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from deferred_emulator.api.common import runtime_key
-from deferred_emulator.app import create_app
+from deferred_emulator.app import create_app, note_bound
 from deferred_emulator.dispatcher import Dispatcher
 from deferred_emulator.service import Emulator
 from deferred_emulator.settings import Settings
@@ -149,6 +149,7 @@ async def make_emulator(
         overrides.setdefault("port", 0)
         app = create_app(Settings(**overrides))
         server = await aiohttp_server(app, host="127.0.0.1")
+        note_bound(app, server.port)
         session = aiohttp.ClientSession()
         sessions.append(session)
         return Handle(str(server.make_url("")).rstrip("/"), app, session)

@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import deferred_client
 import pytest
 from aiohttp import web
-from deferred_emulator.app import create_app
+from deferred_emulator.app import create_app, note_bound
 from deferred_emulator.settings import Settings
 
 
@@ -45,6 +45,8 @@ class AiohttpThread:
 
     def close(self) -> None:
         """Stop serving, shut the loop down and join the thread."""
+        if self.loop.is_closed():
+            return  # closed already (a test that restarts the server closes it itself)
         self._run(self.runner.cleanup())
         self._run(self.loop.shutdown_asyncgens())
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -57,7 +59,9 @@ class LiveEmulator(AiohttpThread):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        super().__init__(create_app(settings))
+        app = create_app(settings)
+        super().__init__(app)
+        note_bound(app, self.port)
         self.host = f"127.0.0.1:{self.port}"
 
     def call(self, method: str, path: str, payload: Any = None) -> tuple[int, Any]:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from .api import admin, cloudtasks, console, gae, inspection, openapi, routing
+from .api import admin, cloudtasks, console, gae, inspection, oidc, openapi, routing
 from .api.common import Runtime, runtime_key
 from .clock import Clock, VirtualClock
 from .dberrors import StoreUnavailable
@@ -90,6 +90,11 @@ async def prune_tombstones(emulator: Emulator, every_s: float = PRUNE_EVERY_S) -
         await asyncio.sleep(every_s)
 
 
+def note_bound(app: web.Application, port: int) -> None:
+    """Tell a started app the port it listens on (the default OIDC issuer names it)."""
+    app[runtime_key].emulator.issuer.bound(app[settings_key].host, port)
+
+
 def create_app(settings: Settings | None = None) -> web.Application:
     """Build the emulator's aiohttp application.
 
@@ -112,5 +117,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
         + routing.routes()
         + openapi.routes()
         + console.routes()
+        + oidc.routes()
     )
     return app

@@ -10,12 +10,13 @@ import signal
 import socket
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit
 
 import click
 from aiohttp import web
 
 from .api.common import runtime_key
-from .app import create_app
+from .app import create_app, note_bound
 from .cli_inspect import COMMANDS as INSPECT_COMMANDS
 from .dblock import DatabaseInUse, DatabaseLock
 from .gae_env import gae_env
@@ -36,7 +37,14 @@ DISPATCH_HELP = "Deliver tasks automatically; with --no-dispatch they run only t
 RATE_HELP = "Deliver as fast as possible, ignoring queue rates and concurrency limits."
 AUTO_HELP = "Create unknown queues on first use instead of answering 404."
 VCLOCK_HELP = "Use a clock that tests move forward with POST /_emulator/v1/clock:advance."
-SIZE_HELP = "Largest task accepted, in bytes (App Engine: 102400; Cloud Tasks: 1048576)."
+SIZE_HELP = (
+    "Largest App Engine task accepted, in bytes: /rpc_http, the deferred client and tasks:batchAdd (App Engine's"
+    " 102400). Tasks created through the Cloud Tasks API keep its own limit, about 1 MiB."
+)
+OIDC_HELP = (
+    "The iss of the OIDC tokens HTTP tasks carry, and of /.well-known/openid-configuration: the URL handlers reach"
+    " the emulator at (in Docker, e.g. http://tasks:8123).  [default: http://HOST:PORT as bound]"
+)
 DEADLINE_HELP = "Seconds the app has to answer a delivery."
 SECRET_HELP = "Shared secret: deliveries carry X-Deferred-Signature, an HMAC-SHA256 the handlers check."
 ALLOWED_HOST_HELP = (
@@ -132,6 +140,7 @@ for _command in INSPECT_COMMANDS:
 )
 @click.option("--secret", envvar=ENV + "SECRET", help=SECRET_HELP)
 @click.option("--allowed-host", "allowed_hosts", multiple=True, envvar=ENV + "ALLOWED_HOST", help=ALLOWED_HOST_HELP)
+@click.option("--oidc-issuer", envvar=ENV + "OIDC_ISSUER", help=OIDC_HELP)
 @click.option(
     "--tombstone-ttl",
     type=click.FloatRange(0),
@@ -181,6 +190,7 @@ def serve(
         secret=str(flags["secret"]) if flags["secret"] else os.environ.get(ENV + "SECRET") or None,
         tombstone_ttl_s=float(str(flags["tombstone_ttl"])),
         allowed_hosts=tuple(cast("tuple[str, ...]", flags["allowed_hosts"])),
+        oidc_issuer=check_issuer(flags["oidc_issuer"]),
     )
     check_queue_yaml(settings.queue_yaml)
     lock = lock_db(settings.db_path)
@@ -195,6 +205,17 @@ def serve(
         raise CliError(str(exc)) from None
     finally:
         lock.release()
+
+
+def check_issuer(value: object) -> str | None:
+    """``--oidc-issuer``: an http(s) URL with a host and no query, or one line and exit 2."""
+    if not value:
+        return None
+    text = str(value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise CliError(f"--oidc-issuer {value!r}: expected a URL such as http://tasks-emulator:8123")
+    return text
 
 
 def check_queue_yaml(path: str | None) -> None:
@@ -253,6 +274,7 @@ async def run_server(settings: Settings, sock: socket.socket) -> None:
         site = web.SockSite(runner, sock)
         await site.start()
         port = sock.getsockname()[1]
+        note_bound(app, port)
         click.echo(banner(app, settings, port), err=False)
         # What is loaded by now (modules, queues, the app) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it, which took 50 ms at a time mid-request.

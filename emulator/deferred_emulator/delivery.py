@@ -47,6 +47,51 @@ RESERVED_HEADERS = frozenset(
 )
 
 
+#: Standard request header names in their usual spelling: a task's ``content-type`` goes out as
+#: ``Content-Type``, as HTTP stacks write it (some receivers compare names case-sensitively).
+STANDARD_HEADERS = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Charset",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Authorization",
+        "Cache-Control",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Location",
+        "Content-MD5",
+        "Content-Range",
+        "Content-Type",
+        "Cookie",
+        "Date",
+        "DNT",
+        "Forwarded",
+        "From",
+        "If-Match",
+        "If-Modified-Since",
+        "If-None-Match",
+        "If-Range",
+        "If-Unmodified-Since",
+        "Max-Forwards",
+        "Origin",
+        "Pragma",
+        "Prefer",
+        "Range",
+        "Referer",
+        "Via",
+        "Warning",
+        "X-Cloud-Trace-Context",
+        "X-Forwarded-For",
+        "X-Forwarded-Host",
+        "X-Forwarded-Proto",
+        "X-Requested-With",
+    )
+}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one delivery attempt got back."""
@@ -81,9 +126,14 @@ def target_url(task: Task, queue: QueueConfig | None, settings: Settings) -> str
 
 
 def build_headers(task: Task, settings: Settings) -> dict[str, str]:
-    """The headers of a delivery: the task's own minus the reserved ones, then the task metadata."""
-    # Hop-by-hop headers are refused at create time; dropped here too for tasks stored before that rule.
-    headers = {k: v for k, v in task.headers.items() if k.lower() not in RESERVED_HEADERS and not is_hop_by_hop(k)}
+    """The headers of a delivery: the task's own minus the reserved ones (standard names in their usual
+    spelling), then the task metadata."""
+    headers = {}
+    for name, value in task.headers.items():
+        lower = name.lower()
+        # Hop-by-hop headers are refused at create time; dropped here too for tasks stored before that rule.
+        if lower not in RESERVED_HEADERS and not is_hop_by_hop(name):
+            headers[STANDARD_HEADERS.get(lower, name)] = value
     if task.kind is TargetKind.APP_ENGINE:
         prefix = "X-AppEngine-"
         headers["User-Agent"] = APP_ENGINE_USER_AGENT
@@ -101,7 +151,8 @@ def build_headers(task: Task, settings: Settings) -> dict[str, str]:
     if task.retry_count > 0:
         headers[prefix + "TaskPreviousResponse"] = str(task.previous_response or 0)
         headers[prefix + "TaskRetryReason"] = task.retry_reason
-    if task.body and not any(k.lower() == "content-type" for k in headers):
+    # App Engine's default; HTTP targets get no Content-Type the task did not set.
+    if task.body and task.kind is TargetKind.APP_ENGINE and "Content-Type" not in headers:
         headers["Content-Type"] = "application/octet-stream"
     if settings.secret:
         headers["X-Deferred-Signature"] = sign(settings.secret, task.name, task.body)

@@ -16,6 +16,7 @@ from .backoff import backoff_s, can_retry
 from .clock import US
 from .dberrors import StoreUnavailable
 from .delivery import Outcome, build_headers, deliver, target_url
+from .httptarget import apply_http_target
 from .leases import Leases
 from .models import Attempt, QueueConfig, QueueState, TargetKind, Task
 from .plainhttp import Pool
@@ -258,10 +259,16 @@ class Dispatcher:
     async def _attempt(self, task: Task) -> None:
         try:
             queue = self.emulator.queues.get(task.queue)
-            url = target_url(task, queue, self.settings)
-            headers = build_headers(task, self.settings)
+            sent = task
+            if queue is not None and queue.http_target is not None and task.kind is TargetKind.HTTP:
+                sent = apply_http_target(task, queue.http_target)
+            url = target_url(sent, queue, self.settings)
+            headers = build_headers(sent, self.settings)
+            if sent.auth is not None:
+                # Signed per attempt, as production does (the key object is cached by the issuer).
+                headers["Authorization"] = await self.emulator.issuer.authorization(sent.auth, url)
             deadline = task.deadline_s or self.settings.dispatch_deadline_s
-            outcome = await deliver(self.session, task, url, headers, deadline, self.emulator.now_us, self.pool)
+            outcome = await deliver(self.session, sent, url, headers, deadline, self.emulator.now_us, self.pool)
             await self._record(task, queue, outcome)
         except asyncio.CancelledError:
             raise

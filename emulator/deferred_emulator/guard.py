@@ -195,5 +195,9 @@ async def read_body(request: web.Request) -> bytes:
 
 def install(app: web.Application, settings: Settings) -> None:
     """Put the host policy and the body limits on ``app`` (the middleware reads them there)."""
-    app[policy_key] = HostPolicy(settings.host, settings.allowed_hosts)
+    allowed = settings.allowed_hosts
+    if settings.oidc_issuer:
+        # The issuer names this emulator as other containers reach it: handlers fetch its keys by that name.
+        allowed += (urlsplit(settings.oidc_issuer).netloc,)
+    app[policy_key] = HostPolicy(settings.host, allowed)
     app[limits_key] = BodyLimits.for_settings(settings)

@@ -25,7 +25,7 @@ TASK_COLUMNS = (
     "id, queue, name, state, eta_us, created_us, kind, method, url, headers, body, service, version, instance,"
     " host, retry, deadline_s, retry_count, execution_count, dispatch_count, response_count, previous_response,"
     " retry_reason, first_attempt_us, last_schedule_us, last_dispatch_us, last_response_us, last_status,"
-    " last_excerpt"
+    " last_excerpt, auth"
 )
 #: Entity keys look like this, so a task body that names one can be linked to it.
 ENTITY_KEY_RE = re.compile(rb"dee_[0-9a-f]{32}")
@@ -33,10 +33,10 @@ ENTITY_KEY_RE = re.compile(rb"dee_[0-9a-f]{32}")
 #: many rows (``_inserts``), which costs SQLite a third of what as many one-row statements did.
 INSERT_TASK = (
     "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body,"
-    " service, version, instance, host, retry, deadline_s) VALUES ",
-    "(?, ?, ?, 'waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " service, version, instance, host, retry, deadline_s, auth) VALUES ",
+    "(?, ?, ?, 'waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 )
-#: The same for a task with no headers, routing, retry or deadline: each bound value costs about
+#: The same for a task with no headers, routing, retry, deadline or token: each bound value costs about
 #: as much as the rest of the insert, so the defaults are written into the statement.
 INSERT_PLAIN_TASK = (
     "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body) VALUES ",
@@ -137,16 +137,17 @@ def _task(new: NewTask, task_id: int, now: int) -> Task:
         new.host,
         new.retry,
         new.deadline_s,
+        auth=new.auth,
     )
 
 
 def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
-    """Insert the tasks, in order: runs of plain ones (no headers, routing, retry or deadline) with the
+    """Insert the tasks, in order: runs of plain ones (no headers, routing, retry, deadline or token) with the
     short statement, the others with the full one, each run as multi-row statements."""
     plain: list[Any] = []
     full: list[Any] = []
     for t in tasks:
-        if t.headers or t.service or t.version or t.instance or t.host or t.retry or t.deadline_s is not None:
+        if t.headers or t.service or t.version or t.instance or t.host or t.retry or t.deadline_s is not None or t.auth:
             if plain:
                 _insert(conn, INSERT_PLAIN_TASK, plain, PLAIN_VALUES)
                 plain = []
@@ -167,6 +168,7 @@ def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
                 t.host,
                 t.retry.to_text() if t.retry else None,
                 t.deadline_s,
+                t.auth.to_text() if t.auth else None,
             )
         else:
             if full:
@@ -181,8 +183,8 @@ def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
 
 #: Values bound per row by INSERT_PLAIN_TASK and INSERT_TASK.
 PLAIN_VALUES = 9
-FULL_VALUES = 16
-#: Rows per statement: 100 rows bind at most 1,600 values, far below SQLite's limit (32,766).
+FULL_VALUES = 17
+#: Rows per statement: 100 rows bind at most 1,700 values, far below SQLite's limit (32,766).
 ROWS_PER_STATEMENT = 100
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -78,6 +78,78 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class AuthToken:
+    """The token an HTTP task carries: OIDC (``value`` is the audience) or OAuth (``value`` is the scope)."""
+
+    kind: str  # "oidc" or "oauth"
+    service_account: str
+    value: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """A plain dict, for storage."""
+        return {"kind": self.kind, "service_account": self.service_account, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> AuthToken | None:
+        """The inverse of ``to_dict``; None stays None."""
+        return cls(**data) if data else None
+
+    def to_text(self) -> str:
+        """JSON text, for a SQLite column."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_text(cls, text: str | None) -> AuthToken | None:
+        """The inverse of ``to_text``; None stays None."""
+        return cls.from_dict(json.loads(text)) if text else None
+
+
+@dataclass(frozen=True)
+class UriOverride:
+    """A queue's ``httpTarget.uriOverride``: the parts of its HTTP tasks' URLs it replaces (None: kept)."""
+
+    scheme: str = ""  # "HTTP", "HTTPS" or "" (kept)
+    host: str = ""  # "" keeps the task's
+    port: int | None = None  # 0 clears the port
+    path: str | None = None  # "" clears the path
+    query: str | None = None  # "" clears the query
+    #: "ALWAYS" (the default) or "IF_NOT_EXISTS" (only parts the task's URL lacks).
+    mode: str = "ALWAYS"
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """A queue's ``httpTarget``: what it overrides in each of its HTTP tasks at dispatch."""
+
+    uri_override: UriOverride | None = None
+    method: str = ""  # "" keeps the task's
+    headers: tuple[tuple[str, str], ...] = ()
+    auth: AuthToken | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, for storage."""
+        return {
+            "uri_override": None if self.uri_override is None else asdict(self.uri_override),
+            "method": self.method,
+            "headers": [list(pair) for pair in self.headers],
+            "auth": None if self.auth is None else self.auth.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> HttpTarget | None:
+        """The inverse of ``to_dict``; None stays None."""
+        if not data:
+            return None
+        uri = data.get("uri_override")
+        return cls(
+            UriOverride(**uri) if uri else None,
+            data.get("method", ""),
+            tuple((k, v) for k, v in data.get("headers", [])),
+            AuthToken.from_dict(data.get("auth")),
+        )
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     """A push (or pull) queue and its throughput and retry settings."""
 
@@ -93,6 +165,10 @@ class QueueConfig:
     source: str = "api"
     created_us: int = 0
     purge_us: int = 0
+    #: appEngineRoutingOverride's version and instance (its service is ``target``).
+    routing_version: str = ""
+    routing_instance: str = ""
+    http_target: HttpTarget | None = None
 
     def with_changes(self, **changes: Any) -> QueueConfig:
         """A copy with some fields replaced."""
@@ -141,6 +217,7 @@ class NewTask:
     deadline_s: float | None = None
     #: True when the emulator picked the name (it can never collide with a tombstone of the user's).
     generated_name: bool = False
+    auth: AuthToken | None = None
 
 
 # Not frozen, as Attempt.
@@ -177,6 +254,7 @@ class Task:
     last_response_us: int | None = None
     last_status: int | None = None
     last_excerpt: str = ""
+    auth: AuthToken | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.queue}/{self.name} {self.state.value} eta_us={self.eta_us} retries={self.retry_count}>"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .models import QueueConfig, QueueState, RetryConfig, TargetKind, Task, TaskState
+from .models import AuthToken, HttpTarget, QueueConfig, QueueState, RetryConfig, TargetKind, Task, TaskState
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS task (
     last_response_us INTEGER,
     last_status INTEGER,
     last_excerpt TEXT NOT NULL DEFAULT '',
+    auth TEXT,
     UNIQUE (queue, name)
 );
 CREATE INDEX IF NOT EXISTS task_due ON task (queue, state, eta_us);
@@ -74,6 +75,8 @@ CREATE TABLE IF NOT EXISTS entity (
 );
 CREATE INDEX IF NOT EXISTS entity_task ON entity (task_id);
 """
+#: Columns added since a table was first created: (table, column, declaration), added to older databases.
+ADDED_COLUMNS = (("task", "auth", "TEXT"),)
 
 
 def task_from_row(row: Sequence[Any]) -> Task:
@@ -108,6 +111,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         last_response_us=row[26],
         last_status=row[27],
         last_excerpt=row[28],
+        auth=AuthToken.from_text(row[29]) if row[29] else None,
     )
 
 
@@ -124,6 +128,9 @@ def queue_to_text(queue: QueueConfig) -> str:
         "source": queue.source,
         "created_us": queue.created_us,
         "purge_us": queue.purge_us,
+        "routing_version": queue.routing_version,
+        "routing_instance": queue.routing_instance,
+        "http_target": None if queue.http_target is None else queue.http_target.to_dict(),
     }
     return json.dumps(data)
 
@@ -133,4 +140,5 @@ def queue_from_row(name: str, text: str) -> QueueConfig:
     data = json.loads(text)
     data["state"] = QueueState(data["state"])
     data["retry"] = RetryConfig.from_dict(data["retry"])
+    data["http_target"] = HttpTarget.from_dict(data.get("http_target"))
     return QueueConfig(name=name, **data)

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .header_rules import check_headers
 from .models import NewTask, QueueConfig, QueueState, TargetKind, Task, TaskState
+from .oidc import Issuer, default_issuer
 from .operations import Operations
 from .settings import Settings
 from .store import Store
@@ -91,6 +92,10 @@ class Emulator:
         self.total_storage_limit: int | None = None
         #: BatchCreateTasks / BatchDeleteTasks and the operations they answered with.
         self.operations = Operations(self)
+        #: Signs the OIDC tokens of HTTP tasks.
+        self.issuer = Issuer(
+            store, settings.oidc_issuer or default_issuer(settings.host, settings.port), bool(settings.oidc_issuer)
+        )
 
     def now_us(self) -> int:
         """The emulator's now (virtual or real)."""
@@ -309,9 +314,10 @@ class Emulator:
             raise NotFound(f"No entity {key!r}.")
 
     async def reset(self) -> None:
-        """Forget every task, tombstone and entity; keep the queues."""
+        """Forget every task, tombstone, entity and operation, and the OIDC signing key; keep the queues."""
         await self.store.reset()
         self.operations.clear()
+        await self.issuer.forget()
         self.hooks.wake()
 
 

@@ -26,6 +26,7 @@ class Settings:
     :param dispatch_deadline_s: default time an app has to answer a delivery.
     :param secret: shared secret used to sign deliveries (``X-Deferred-Signature``).
     :param allowed_hosts: ``Host`` names answered besides loopback ones (``--allowed-host``; ``*``: any).
+    :param oidc_issuer: the ``iss`` of the OIDC tokens HTTP tasks carry (default ``http://{host}:{port}`` as bound).
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +52,7 @@ class Settings:
     #: deliveries in flight at once, across all queues.
     max_in_flight: int = 200
     allowed_hosts: tuple[str, ...] = ()
+    oidc_issuer: str | None = None
 
     def base_url_for(self, service: str | None) -> str:
         """The URL an App Engine task for ``service`` is delivered to."""

@@ -22,7 +22,7 @@ from .dbaccess import Access
 from .dberrors import explain
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
-from .schema import SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_from_row
+from .schema import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_from_row
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +58,7 @@ class Store(Access):
             await db.execute("PRAGMA busy_timeout=0")
             await cls._check_foreign(db, path)
             await db.executescript(SCHEMA)
+            await cls._add_columns(db)
             await cls._check_version(db)
         except sqlite3.DatabaseError as exc:
             await db.close()
@@ -83,6 +84,14 @@ class Store(Access):
             raise StoreError(
                 f"{path} is another program's SQLite database (tables: {shown}), not a deferred-emulator one"
             )
+
+    @staticmethod
+    async def _add_columns(db: aiosqlite.Connection) -> None:
+        """Add the columns a database made by an earlier release lacks (each is nullable: old rows need nothing)."""
+        for table, column, declaration in ADDED_COLUMNS:
+            async with db.execute(f"PRAGMA table_info({table})") as cur:
+                if column not in {row[1] for row in await cur.fetchall()}:
+                    await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @staticmethod
     async def _check_version(db: aiosqlite.Connection) -> None:
@@ -377,6 +386,23 @@ class Store(Access):
         async with self._tx():
             for table in ("task", "attempt", "tombstone", "queue_tombstone", "entity"):
                 await self.db.execute(f"DELETE FROM {table}")
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value the emulator keeps for itself (its signing key, ...), or None."""
+        row = await self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return None if row is None else str(row[0])
+
+    async def put_meta(self, key: str, value: str, *, replace: bool = True) -> str:
+        """Keep a value; with ``replace=False`` a value already kept wins. The value kept."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        async with self._tx():
+            await self.db.execute(f"{verb} INTO meta (key, value) VALUES (?, ?)", (key, value))
+            row = await self._raw_one("SELECT value FROM meta WHERE key=?", (key,))
+        return str(row[0])
+
+    async def delete_meta(self, key: str) -> None:
+        """Forget a kept value."""
+        await self._exec("DELETE FROM meta WHERE key=?", (key,))
 
     async def stored_bytes(self) -> int:
         """What the stored tasks weigh for ``total_storage_limit``: method, URL and body bytes, summed."""

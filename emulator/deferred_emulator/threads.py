@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from aiohttp import web
 
-from .app import create_app
+from .app import create_app, note_bound
 from .settings import Settings
 
 T = TypeVar("T")
@@ -48,7 +48,9 @@ class EmulatorThread:
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
-        return int(server.sockets[0].getsockname()[1])
+        port = int(server.sockets[0].getsockname()[1])
+        note_bound(self.runner.app, port)
+        return port
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=STEP_TIMEOUT_S)

@@ -158,7 +158,27 @@ OPERATIONS: tuple[Op, ...] = (
         body_required=True,
         answer="Clock",
     ),
-    Op("POST", EXT + "/reset", "Delete all tasks, tombstones and entities; keep the queues.", body="Empty"),
+    Op(
+        "POST",
+        EXT + "/reset",
+        "Delete all tasks, tombstones, entities and operations, and the OIDC signing key; keep the queues.",
+        body="Empty",
+    ),
+    Op(
+        "GET",
+        "/.well-known/openid-configuration",
+        "The OIDC issuer of HTTP tasks' tokens: its issuer URL and jwks_uri.",
+        answer="OpenIdConfiguration",
+        tag="oidc",
+    ),
+    Op("GET", "/oauth2/v3/certs", "The issuer's signing key as a JWK Set.", answer="JwkSet", tag="oidc"),
+    Op(
+        "GET",
+        "/oauth2/v1/certs",
+        "The issuer's signing key as {kid: PEM certificate}, the form of Google's oauth2/v1/certs.",
+        answer="PemCertificates",
+        tag="oidc",
+    ),
     Op("GET", EXT + "/stats", "Per-queue counts and last-minute throughput.", answer="Stats"),
     Op("GET", EXT + "/openapi.json", "This document.", answer="Empty"),
     Op(

@@ -244,4 +244,11 @@ SCHEMAS: dict[str, Schema] = {
             "error": {"type": "object"},
         },
     },
+    "OpenIdConfiguration": {
+        "type": "object",
+        "required": ["issuer", "jwks_uri"],
+        "properties": {"issuer": {"type": "string"}, "jwks_uri": {"type": "string"}},
+    },
+    "JwkSet": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+    "PemCertificates": {"type": "object", "additionalProperties": {"type": "string"}},
 }

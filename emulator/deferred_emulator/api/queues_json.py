@@ -14,6 +14,7 @@ from ..models import (
     QueueState,
     RetryConfig,
 )
+from .httptarget_json import http_target_from_json, http_target_to_json
 from .timefmt import format_duration, format_ts, parse_duration
 
 STATES = ["STATE_UNSPECIFIED", "RUNNING", "PAUSED", "DISABLED"]
@@ -129,20 +130,66 @@ def queue_changes(data: dict[str, Any], base: QueueConfig, mask: list[str] | Non
         if name not in STATES:
             raise InvalidArgument(f"Invalid value for Queue.state: {value!r}.")
         changes["state"] = QueueState(name)
-    if wanted("appEngineRoutingOverride"):
-        routing = data.get("appEngineRoutingOverride")
-        if isinstance(routing, dict):
-            changes["target"] = routing.get("service") or None
-        elif mask is not None:
-            changes["target"] = None
+    # Without a mask, a field the request leaves out is kept.
+    if wanted("appEngineRoutingOverride") and (mask is not None or "appEngineRoutingOverride" in data):
+        changes.update(_routing(data, base, mask))
+    if wanted("httpTarget") and (mask is not None or "httpTarget" in data):
+        changes["http_target"] = http_target_from_json(_masked(data, base, mask, "httpTarget"))
     return changes
+
+
+def _routing(data: dict[str, Any], base: QueueConfig, mask: list[str] | None) -> dict[str, Any]:
+    """appEngineRoutingOverride's service, version and instance (host is output only)."""
+    routing = _masked(data, base, mask, "appEngineRoutingOverride")
+    if routing is not None and not isinstance(routing, dict):
+        raise InvalidArgument("Invalid value for Queue.appEngineRoutingOverride: expected an object.")
+    routing = routing or {}
+    return {
+        "target": str(routing.get("service") or "") or None,
+        "routing_version": str(routing.get("version") or ""),
+        "routing_instance": str(routing.get("instance") or ""),
+    }
+
+
+def _masked(data: dict[str, Any], base: QueueConfig, mask: list[str] | None, field: str) -> Any:
+    """The new value of ``field``: the request's, or with a mask naming subfields (``field.a.b``), the
+    queue's current value with only those subfields taken from the request."""
+    subpaths = [m.removeprefix(field + ".") for m in mask or () if m.startswith(field + ".")]
+    if not subpaths or field in (mask or ()):
+        return data.get(field)
+    current = queue_to_json(base, "")
+    merged: dict[str, Any] = current.get(field) or {}
+    given = data.get(field) if isinstance(data.get(field), dict) else {}
+    for path in subpaths:
+        *parents, leaf = path.split(".")
+        source: Any = given
+        target = merged
+        for part in parents:
+            source = source.get(part) if isinstance(source, dict) else None
+            target = target.setdefault(part, {}) if isinstance(target.get(part, {}), dict) else {}
+        if isinstance(source, dict) and leaf in source:
+            target[leaf] = source[leaf]
+        else:
+            target.pop(leaf, None)
+    return merged
 
 
 def queue_to_json(queue: QueueConfig, parent: str, stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Cloud Tasks JSON of a queue."""
     out: dict[str, Any] = {"name": f"{parent}/queues/{queue.name}"}
-    if queue.target:
-        out["appEngineRoutingOverride"] = {"service": queue.target}
+    routing = {
+        k: v
+        for k, v in (
+            ("service", queue.target),
+            ("version", queue.routing_version),
+            ("instance", queue.routing_instance),
+        )
+        if v
+    }
+    if routing:
+        out["appEngineRoutingOverride"] = routing
+    if queue.http_target is not None:
+        out["httpTarget"] = http_target_to_json(queue.http_target)
     out["rateLimits"] = {
         "maxDispatchesPerSecond": queue.rate_per_s,
         "maxBurstSize": queue.bucket_size,

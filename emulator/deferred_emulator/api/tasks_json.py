@@ -11,6 +11,7 @@ from typing import Any
 from ..delivery import APP_ENGINE_USER_AGENT, CLOUD_TASKS_USER_AGENT
 from ..errors import InvalidArgument
 from ..models import NewTask, TargetKind, Task, TaskState
+from .httptarget_json import auth_from_json, auth_to_json
 from .queues_json import retry_from_json, retry_to_json
 from .timefmt import format_duration, format_ts, pacific, parse_duration, parse_ts
 
@@ -140,7 +141,10 @@ def _http(req: dict[str, Any], queue: str) -> NewTask:
     if body and method not in ("POST", "PUT", "PATCH"):
         raise InvalidArgument("HttpRequest.body can only be set for POST, PUT and PATCH requests.")
     headers = _headers(req.get("headers"), "httpRequest.headers")
-    return NewTask(queue, "", 0, TargetKind.HTTP, method, url, headers, body)
+    new = NewTask(queue, "", 0, TargetKind.HTTP, method, url, headers, body)
+    if "oidcToken" in req or "oauthToken" in req:
+        new.auth = auth_from_json(req, "HttpRequest")
+    return new
 
 
 def _deadline(value: object, kind: TargetKind) -> float | None:
@@ -270,6 +274,8 @@ def task_to_json(task: Task, queue_path: str, view: str = "BASIC", default_deadl
         out["appEngineHttpRequest"] = request
     else:
         request["url"] = task.url
+        if task.auth is not None:
+            request.update(auth_to_json(task.auth))
         out["httpRequest"] = request
     out["scheduleTime"] = format_ts(task.eta_us)
     out["createTime"] = format_ts(task.created_us)
