@@ -43,8 +43,8 @@ def chromium_binary() -> str | None:
 
 async def test_console_files_are_served_with_a_strict_policy(emulator: Handle) -> None:
     # When the console's page, script and sheet are fetched
-    files = ["/", "/console/lib.js", "/console/app.js", "/console/style.css"]
-    for path, ctype in zip(files, ["text/html", "text/javascript", "text/javascript", "text/css"]):
+    files = ["/", "/console/lib.js", "/console/chart.js", "/console/app.js", "/console/style.css"]
+    for path, ctype in zip(files, ["text/html", "text/javascript", "text/javascript", "text/javascript", "text/css"]):
         async with emulator.http.get(emulator.url + path) as resp:
             text = await resp.text()
             # Then each is there, typed, and the page may load only its own files
@@ -190,3 +190,128 @@ def test_console_shows_counts_runs_a_task_and_pauses_a_queue(
     page.locator("dialog#confirm button[value=ok]").click()
     expect(page.locator("tr[data-queue=mail] td[data-col=waiting]")).to_have_text("0")
     page.screenshot(path=str(ARTIFACTS / "console-paused.png"), full_page=True)
+
+
+def send_welcome(user_id: int, *, template: str) -> None:
+    """Deferred by the browser test (the emulator only describes it)."""
+
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/mail.py", line 12, in send_welcome\n'
+    "    user = users[user_id]\n"
+    "           ~~~~~^^^^^^^^^\n"
+    "KeyError: 42\n"
+)
+
+
+class TracebackApp:
+    """An app in a thread: paths under /fail/ answer 500 with a Python traceback, others 200."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        if request.path.startswith("/fail/"):
+            return web.Response(status=500, text=TRACEBACK)
+        return web.Response(text="ok")
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(600)
+def test_console_at_800px_shows_calls_finds_tasks_charts_flow_and_tracebacks(
+    browser_page: Any,
+    live_emulator: Callable[..., LiveEmulator],
+    aiohttp_thread: Callable[[web.Application], AiohttpThread],
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+    page = browser_page
+    page.set_viewport_size({"width": 800, "height": 700})
+    # Given a 2-a-minute mail queue holding welcome and report calls and a plain task, and a task that failed
+    web_app = web.Application()
+    web_app.router.add_route("*", "/{tail:.*}", TracebackApp().handle)
+    server = aiohttp_thread(web_app)
+    emulator = live_emulator(app_url=server.url, db_path=":memory:")
+    emulator.create_queue("mail", rateLimits={"maxDispatchesPerSecond": 2 / 60})
+    parent = f"/v2/projects/{emulator.settings.project}/locations/{emulator.settings.location}/queues"
+
+    def add(queue: str, name: str, request: dict[str, Any], **task: Any) -> None:
+        body = {"task": {"name": name, "appEngineHttpRequest": request, **task}}
+        assert emulator.call("POST", f"{parent}/{queue}/tasks", body)[0] == 200
+
+    def deferred(payload: bytes, uri: str = "/_ah/queue/deferred") -> dict[str, Any]:
+        return {"relativeUri": uri, "body": base64.b64encode(payload).decode()}
+
+    for i in range(3):
+        add("mail", f"welcome-{i}", deferred(serialize(send_welcome, 40 + i, template="hi")), scheduleTime=in_an_hour())
+        add("mail", f"report-{i}", deferred(serialize(build_report, i, fmt="pdf")), scheduleTime=in_an_hour())
+    add("mail", "sync", {"relativeUri": "/hooks/sync"}, scheduleTime=in_an_hour())
+    retry = {"maxAttempts": 2, "minBackoff": "0s", "maxBackoff": "0s"}
+    add("default", "broken", deferred(serialize(send_welcome, 42, template="x"), "/fail/1"), retryConfig=retry)
+    add("default", "fine", {"relativeUri": "/ok"})
+    emulator.drain(queues=["default"])
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def no_page_scroll() -> None:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 800, f"the page scrolls sideways ({width}px wide at 800px)"
+
+    # When the queue list opens at 800 px
+    page.goto(emulator.url + "/")
+    mail_row = page.locator("tr[data-queue=mail]")
+    # Then rates read as given, each queue has a flow chart of 60 points per series, and the page does not scroll
+    expect(mail_row.locator("td[data-col=rate]")).to_have_text("2/m")
+    expect(page.locator("tr[data-queue=default] td[data-col=rate]")).to_have_text("5/s")
+    lines = page.locator("tr[data-queue=default] svg.flow polyline")
+    expect(lines).to_have_count(4)
+    assert {lines.nth(i).get_attribute("points").count(",") for i in range(4)} == {60}
+    assert page.locator("tr[data-queue=default] polyline[data-series=dispatched]").get_attribute("data-points") == "60"
+    no_page_scroll()
+    page.screenshot(path=str(ARTIFACTS / "console-800-queues.png"), full_page=True)
+
+    # When the mail queue opens
+    mail_row.locator("a.name").click()
+    # Then each row says what it runs: the deferred call in short, or the method and URL
+    expect(page.locator("tr[data-task=welcome-1] td[data-col=runs]")).to_have_text(
+        f"{__name__}.send_welcome(41, template='hi')"
+    )
+    expect(page.locator("tr[data-task=sync] td[data-col=runs]")).to_have_text("POST /hooks/sync")
+    expect(page.locator("tr[data-task]")).to_have_count(7)
+    # And the queue's own flow chart is there with its 60 points a series
+    expect(page.locator("#flow svg.flow polyline[data-points='60']")).to_have_count(4)
+    no_page_scroll()
+
+    # When tasks are found by callable, Then only the welcome calls are left, the URL says so, and a reload keeps it
+    page.locator("#filter-callable").fill("send_welcome")
+    page.locator("#filters button[type=submit]").click()
+    expect(page.locator("tr[data-task]")).to_have_count(3)
+    assert "callable=send_welcome" in page.url
+    page.reload()
+    expect(page.locator("tr[data-task]")).to_have_count(3)
+    expect(page.locator("#filter-callable")).to_have_value("send_welcome")
+    # And a name prefix narrows it further
+    page.locator("#filter-name").fill("welcome-2")
+    page.locator("#filters button[type=submit]").click()
+    expect(page.locator("tr[data-task]")).to_have_count(1)
+    expect(page.locator("tr[data-task=welcome-2]")).to_be_visible()
+    no_page_scroll()
+    page.screenshot(path=str(ARTIFACTS / "console-800-filtered.png"), full_page=True)
+    page.locator("#filter-clear").click()
+    expect(page.locator("tr[data-task]")).to_have_count(7)
+
+    # When the failed task is opened
+    page.goto(emulator.url + "/#/queues/default/tasks/broken")
+    # Then each attempt's answer is folded to its exception line, the last one open, the traceback shown whole
+    answers = page.locator("#attempts details.response")
+    expect(answers).to_have_count(2)
+    expect(answers.first.locator("summary")).to_contain_text("KeyError: 42")
+    expect(answers.first.locator("pre.traceback")).not_to_be_visible()
+    expect(answers.last.locator("pre.traceback")).to_have_text(TRACEBACK)
+    answers.first.locator("summary").click()
+    expect(answers.first.locator("pre.traceback")).to_have_text(TRACEBACK)
+    # And times carry their zone
+    zone = page.evaluate("new Intl.DateTimeFormat('en-US', {timeZoneName: 'short'}).formatToParts(new Date())"
+                         ".find(p => p.type === 'timeZoneName').value")  # fmt: skip
+    expect(page.locator("#attempts tr.attempt").first.locator("td").nth(1)).to_contain_text(f" {zone}")
+    no_page_scroll()
+    page.screenshot(path=str(ARTIFACTS / "console-800-task.png"), full_page=True)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from deferred_emulator.plainhttp import EXCERPT_BYTES, NoAnswer, Pool, request_head
+from deferred_emulator.plainhttp import RESPONSE_BYTES, NoAnswer, Pool, request_head
 
 
 @asynccontextmanager
@@ -103,7 +103,7 @@ async def test_only_the_start_of_a_large_answer_is_kept_and_its_connection_close
     async with raw_server([big, ok]) as (port, _, connections):
         pool = Pool()
         status, excerpt = await pool.request(*head_for(port), b"data")
-        assert (status, len(excerpt)) == (200, EXCERPT_BYTES)
+        assert (status, len(excerpt)) == (200, RESPONSE_BYTES + 1)
         assert (await pool.request(*head_for(port), b"data"))[0] == 200
         pool.close()
     assert connections == [1, 2]

@@ -253,7 +253,7 @@ async def test_banner_lists_the_files_queues(make_emulator: MakeEmulator, tmp_pa
     # Then it names the file and shows each queue's rate, bucket, concurrency and state
     assert f"queues    {example} (reloaded when it changes)" in text
     lines = {line.split()[0]: line.split(None, 1)[1] for line in text.splitlines() if line.startswith("    ")}
-    assert lines["mail"] == "0.0333333/s, bucket 1, 1 at once, running"
-    assert lines["reports"] == "0/s, bucket 5, paused"
+    assert lines["mail"] == "2/m, bucket 1, 1 at once, running"
+    assert lines["reports"] == "0, bucket 5, paused"
     assert lines["leases"] == "pull"
     assert lines["default"] == "10/s, bucket 20, running"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from .api import admin, cloudtasks, console, gae, inspection, oidc, openapi, routing
+from .api import admin, attempts, cloudtasks, console, gae, inspection, oidc, openapi, routing
 from .api.common import Runtime, runtime_key
 from .clock import Clock, VirtualClock
 from .dberrors import StoreUnavailable
@@ -109,10 +109,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[runtime_key] = Runtime()
     app[cloudtasks.iam_policies_key] = {}
     app.cleanup_ctx.append(runtime_context)
+    app.on_shutdown.append(attempts.release_followers)
     app.add_routes(
         cloudtasks.routes()
         + admin.routes()
         + inspection.routes()
+        + attempts.routes()
         + gae.routes()
         + routing.routes()
         + openapi.routes()

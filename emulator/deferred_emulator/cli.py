@@ -18,6 +18,7 @@ from aiohttp import web
 from .api.common import runtime_key
 from .app import create_app, note_bound
 from .cli_inspect import COMMANDS as INSPECT_COMMANDS
+from .cli_tail import tail
 from .dblock import DatabaseInUse, DatabaseLock
 from .gae_env import gae_env
 from .queuesync import describe
@@ -107,6 +108,7 @@ cli.add_command(gae_env)
 
 for _command in INSPECT_COMMANDS:
     cli.add_command(_command)
+cli.add_command(tail)
 
 
 @cli.command()

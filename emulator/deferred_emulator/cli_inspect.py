@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +20,8 @@ HOST_ENV = "DEFERRED_EMULATOR_HOST"
 EMULATOR_HELP = f"Emulator base URL  [default: from {HOST_ENV} (host:port), else {DEFAULT_URL}]"
 QUEUE_HELP = "Queue holding the task (default: look it up across queues)."
 TIMEOUT_S = 15.0
+NAME_FILTER_HELP = "Only tasks whose name starts with PREFIX."
+CALLABLE_FILTER_HELP = "Only deferred calls whose callable contains TEXT (such as send_welcome or myapp.mail)."
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,20 +116,43 @@ def relative(text: str | None, now: datetime) -> str:
     if when is None:
         return "-"
     seconds = (when - now).total_seconds()
-    span = abs(seconds)
-    if span < 1:
+    if abs(seconds) < 1:
         return "now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if span >= size:
-            amount = f"{int(span // size)}{unit}"
-            return f"in {amount}" if seconds > 0 else f"{amount} ago"
-    return "now"
+    amount = span_text(abs(seconds))
+    return f"in {amount}" if seconds > 0 else f"{amount} ago"
+
+
+def span_text(seconds: float) -> str:
+    """A duration in its two largest units, never rounded up: ``1h 59m``, ``5m``, ``2d 3h``, ``42s``."""
+    whole = int(seconds)
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for i, (unit, size) in enumerate(units):
+        if whole >= size or unit == "s":
+            first, rest = divmod(whole, size)
+            if unit == "s":
+                return f"{first}{unit}"
+            small, small_size = units[i + 1]
+            second = rest // small_size
+            return f"{first}{unit} {second}{small}" if second else f"{first}{unit}"
+    return "0s"
 
 
 def local_time(text: str | None) -> str:
-    """A timestamp in local time, to the millisecond."""
+    """A timestamp in local time, to the millisecond, with its zone."""
     when = parse_time(text)
-    return "-" if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if when is None:
+        return "-"
+    local = when.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " " + (local.tzname() or local.strftime("%z"))
+
+
+def runs_text(task: dict[str, Any], width: int = 60) -> str:
+    """What a task runs: its deferred call in short (``pkg.fn(42, urgent=True)``), else method and URL."""
+    if task.get("callable"):
+        text = f"{task['callable']}({task.get('argsSummary', '')})"
+    else:
+        text = f"{task['method']} {task['url']}"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def state_label(task: dict[str, Any]) -> str:
@@ -161,7 +187,7 @@ def queues(emulator: str | None) -> None:
             [
                 q["id"],
                 q["state"],
-                f"{limits['maxDispatchesPerSecond']:g}/s",
+                q.get("rate") or f"{limits['maxDispatchesPerSecond']:g}/s",
                 limits["maxBurstSize"],
                 s.get("waiting", 0),
                 s.get("due", 0),
@@ -181,23 +207,34 @@ def queues(emulator: str | None) -> None:
 @click.option("--state", default="all", type=click.Choice(["all", "waiting", "running", "failed"]), show_default=True)
 @click.option("--newest", is_flag=True, help="Latest ETA first (default: soonest first).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--name", "name_prefix", default="", metavar="PREFIX", help="Only tasks whose name starts with PREFIX.")
+@click.option(
+    "--callable", "callable_", default="", metavar="TEXT", help="Only deferred calls whose callable contains TEXT."
+)
 @with_emulator
-def tasks(queue: str, state: str, newest: bool, limit: int, emulator: str | None) -> None:
-    """List a queue's tasks."""
+def tasks(
+    queue: str, state: str, newest: bool, limit: int, name_prefix: str, callable_: str, emulator: str | None
+) -> None:
+    """List a queue's tasks: what each runs, its state and ETA."""
     api = Emulator(emulator_url(emulator))
-    query = urllib.parse.urlencode({"state": state, "order": "newest" if newest else "soonest", "pageSize": limit})
-    data = api.call("GET", f"{V1}/queues/{_segment(queue)}/tasks?{query}")
+    params: dict[str, Any] = {"state": state, "order": "newest" if newest else "soonest", "pageSize": limit}
+    terms = [f"{key}:{shlex.quote(value)}" for key, value in (("name", name_prefix), ("callable", callable_)) if value]
+    if terms:
+        params["filter"] = " ".join(terms)
+    data = api.call("GET", f"{V1}/queues/{_segment(queue)}/tasks?{urllib.parse.urlencode(params)}")
     now = parse_time(data.get("now")) or datetime.now(timezone.utc)
     rows = []
     for t in data["tasks"]:
         last = t.get("lastAttempt") or {}
-        state_text = state_label(t)
         eta = "-" if t["state"] == "FAILED" else relative(t["scheduleTime"], now)
-        rows.append([t["name"], state_text, eta, t["retryCount"], last.get("status", "-"), t["size"], t["url"]])
+        rows.append([t["name"], state_label(t), eta, t["retryCount"], last.get("status", "-"), t["size"], runs_text(t)])
     if not rows:
-        click.echo(f"no {'' if state == 'all' else state + ' '}tasks in queue {queue}")
+        which = "" if state == "all" else state + " "
+        matching = f" matching {params['filter']}" if terms else ""
+        more = " (more may follow: the search stopped early; use --limit)" if data.get("nextPageToken") else ""
+        click.echo(f"no {which}tasks in queue {queue}{matching}{more}")
         return
-    click.echo(table(["TASK", "STATE", "ETA", "RETRIES", "LAST", "BYTES", "URL"], rows, right=(3, 4, 5)))
+    click.echo(table(["TASK", "STATE", "ETA", "RETRIES", "LAST", "BYTES", "RUNS"], rows, right=(3, 4, 5)))
     if data.get("nextPageToken"):
         click.echo(f"(first {limit} shown; use --limit for more)")
 
@@ -235,11 +272,22 @@ def task(name: str, queue: str | None, emulator: str | None) -> None:
     click.echo("attempts")
     rows = [
         [a["number"], local_time(a["dispatchTime"]), a["status"] or "-", f"{a['latencyMs']:.1f}", a["retryReason"]]
-        + [a["responseExcerpt"][:60].replace("\n", " ")]
+        + [first_line(a.get("response", a["responseExcerpt"]))[:60]]
         for a in attempts
     ]
     text = table(["#", "DISPATCHED", "STATUS", "MS", "REASON", "RESPONSE"], rows, right=(0, 2, 3))
     click.echo("\n".join("  " + line for line in text.splitlines()))
+    answer = attempts[-1].get("response", "")
+    if answer.strip() and answer.strip() != first_line(answer):
+        # A traceback, or any answer of several lines, is printed whole: its first line rarely says what broke.
+        cut = " (the first 64 KiB)" if attempts[-1].get("responseTruncated") else ""
+        click.echo(f"last answer{cut}")
+        click.echo("\n".join("  " + line for line in answer.rstrip("\n").splitlines()))
+
+
+def first_line(text: str) -> str:
+    """The first line of an answer that is not blank."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def describe_payload(payload: dict[str, Any]) -> str:

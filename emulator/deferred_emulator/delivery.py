@@ -11,7 +11,7 @@ from deferred_client.signing import sign
 
 from .header_rules import is_hop_by_hop
 from .models import QueueConfig, TargetKind, Task
-from .plainhttp import EXCERPT_BYTES, Pool, request_head
+from .plainhttp import EXCERPT_BYTES, RESPONSE_BYTES, Pool, request_head
 from .settings import Settings
 
 APP_ENGINE_USER_AGENT = "AppEngine-Google; (+http://code.google.com/appengine)"
@@ -92,6 +92,17 @@ STANDARD_HEADERS = {
 }
 
 
+#: Ends a kept answer that was longer than RESPONSE_BYTES (the rest was not read).
+CUT_MARK = "\n[… cut at 64 KiB]"
+
+
+def response_text(body: bytes) -> str:
+    """An answer as kept per attempt: decoded, and marked when it was cut at RESPONSE_BYTES."""
+    if len(body) > RESPONSE_BYTES:
+        return body[:RESPONSE_BYTES].decode("utf-8", "replace") + CUT_MARK
+    return body.decode("utf-8", "replace")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one delivery attempt got back."""
@@ -100,6 +111,7 @@ class Outcome:
     status: int
     dispatch_us: int
     response_us: int
+    #: The app's answer up to 64 KiB (``response_text``), or why none came.
     excerpt: str
     timed_out: bool = False
 
@@ -178,8 +190,8 @@ async def deliver(
         async with asyncio.timeout(deadline_s):
             plain = request_head(task.method, url, headers, len(task.body)) if pool is not None else None
             if pool is not None and plain is not None:
-                status, excerpt = await pool.request(*plain, task.body)
-                return Outcome(status, start, _now_us(), excerpt.decode("utf-8", "replace"))
+                status, body = await pool.request(*plain, task.body)
+                return Outcome(status, start, _now_us(), response_text(body))
             async with session.request(
                 task.method,
                 url,
@@ -188,9 +200,21 @@ async def deliver(
                 allow_redirects=False,
                 skip_auto_headers=("Accept", "Accept-Encoding"),
             ) as resp:
-                chunk = await resp.content.read(EXCERPT_BYTES)
-                return Outcome(resp.status, start, _now_us(), chunk.decode("utf-8", "replace"))
+                return Outcome(resp.status, start, _now_us(), response_text(await read_capped(resp)))
     except TimeoutError:
         return Outcome(0, start, _now_us(), f"no response within the {deadline_s:g}s dispatch deadline", timed_out=True)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return Outcome(0, start, _now_us(), f"{type(exc).__name__}: {exc}"[:EXCERPT_BYTES])
+
+
+async def read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """The answer's body up to RESPONSE_BYTES + 1 bytes; a longer one is not read further."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= RESPONSE_BYTES:
+        chunk = await resp.content.read(RESPONSE_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from .attemptfeed import AttemptFeed
 from .backoff import backoff_s, can_retry
 from .clock import US
 from .dberrors import StoreUnavailable
@@ -33,6 +34,8 @@ CLAIM_BATCH = 100
 FOREVER_US = 2**62
 #: How long close() lets deliveries in flight finish before it cancels them.
 CLOSE_GRACE_S = 5.0
+#: How much of the last answer a task row keeps (its attempt keeps all of it, up to 64 KiB).
+LAST_EXCERPT_CHARS = 1024
 #: Shortest timed wait of the loop under a virtual clock.
 VIRTUAL_POLL_S = 0.01
 
@@ -72,7 +75,8 @@ def settle(task: Task, outcome: Outcome, retry_default: Any, now: int) -> tuple[
         last_dispatch_us=outcome.dispatch_us,
         last_response_us=outcome.response_us,
         last_status=outcome.status,
-        last_excerpt=outcome.excerpt,
+        # The attempt keeps the whole answer; the task row, read by every list, its start.
+        last_excerpt=outcome.excerpt[:LAST_EXCERPT_CHARS],
     )
     if outcome.ok:
         return updated, attempt, "done", 0
@@ -114,6 +118,8 @@ class Dispatcher:
         self._committer: asyncio.Task[None] | None = None
         #: Recent attempts per queue, for the stats.
         self.throughput = Throughput()
+        #: The latest attempts, for followers (``GET /_emulator/v1/attempts``, ``deferred-emulator tail``).
+        self.feed = AttemptFeed()
         self.delivered = 0
         self.failures = 0
         #: Tasks whose delivery ended with its outcome unrecorded; given back to the queue within seconds.
@@ -294,7 +300,10 @@ class Dispatcher:
         await self._commit((updated, attempt, verdict, value))
         if verdict == "retry":
             self.notice(value)
-        self.throughput.record(task.queue, outcome.ok)
+        self.throughput.record(task.queue, verdict)
+        times = (outcome.dispatch_us, outcome.response_us)
+        request = (task.method, task.url, task.body)
+        self.feed.record(task.queue, task.name, attempt.number, times, outcome.status, attempt.reason, verdict, request)
         if outcome.ok:
             self.delivered += 1
         else:

@@ -156,6 +156,8 @@ class QueueConfig:
     name: str
     state: QueueState = QueueState.RUNNING
     rate_per_s: float = DEFAULT_RATE
+    #: the rate as queue.yaml wrote it (``2/m``), shown instead of ``rate_per_s`` while they agree.
+    rate_text: str = ""
     bucket_size: int = DEFAULT_BUCKET_SIZE
     max_concurrent: int | None = None
     target: str | None = None

@@ -18,6 +18,8 @@ MAX_CALL = 1000
 MAX_EXCERPT = 500
 MAX_DEPTH = 6
 MAX_ARGS = 50
+#: Longest argument summary a task list shows beside the callable.
+MAX_SUMMARY = 80
 
 
 def _clip(text: str, limit: int = MAX_REPR) -> str:
@@ -102,6 +104,9 @@ def _deferred_call(value: Any) -> dict[str, Any] | None:
     if name.endswith(".invoke_member") and len(args.items) >= 2 and isinstance(args.items[1], str):
         # Bound methods are deferred as invoke_member(instance, "method", *args).
         out["boundTo"], out["method"] = arg_texts[0], args.items[1]
+        instance = args.items[0]
+        owner = render(instance.cls) if isinstance(instance, Obj) else arg_texts[0]
+        out["boundCallable"] = f"{owner}.{args.items[1]}"
         shown, shown_args = f"{arg_texts[0]}.{args.items[1]}", arg_texts[2:]
     if name.endswith(".run_from_datastore") and args.items and isinstance(args.items[0], str):
         out["entityKey"] = args.items[0]
@@ -110,6 +115,25 @@ def _deferred_call(value: Any) -> dict[str, Any] | None:
         out["argCount"] = len(args.items) + len(kwargs.items)
         parts.append("…")
     out["call"] = _clip(f"{shown}({', '.join(parts)})", MAX_CALL)
+    out["argsSummary"] = _clip(", ".join(parts), MAX_SUMMARY)
+    return out
+
+
+def call_summary(body: bytes) -> dict[str, str] | None:
+    """What a task list shows of a deferred call (``callable``, ``argsSummary``, maybe ``entityKey``), else None."""
+    # Pickles start with PROTO (protocol 2 and up) or, in protocols 0 and 1, with MARK or GLOBAL.
+    if body[:1] not in (b"\x80", b"(", b"c"):
+        return None
+    try:
+        value, _, _ = read_pickle(body)
+    except Unreadable:
+        return None
+    call = _deferred_call(value)
+    if call is None:
+        return None
+    out = {"callable": call.get("boundCallable", call["callable"]), "argsSummary": call["argsSummary"]}
+    if "entityKey" in call:
+        out["entityKey"] = call["entityKey"]
     return out
 
 

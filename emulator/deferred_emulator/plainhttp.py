@@ -2,7 +2,7 @@
 
 aiohttp's client spent more CPU on each delivery than everything else the emulator does for it
 (building the request object, its auto headers, the response object and stream). A delivery needs
-far less: a request head written once, the status, and the first KiB of the answer. Requests this
+far less: a request head written once, the status, and the answer up to 64 KiB. Requests this
 module cannot write byte-for-byte as aiohttp would (TLS, HEAD, unusual characters in the path or
 headers) go through aiohttp instead: ``request_head`` answers None for them.
 """
@@ -17,8 +17,11 @@ from urllib.parse import urlsplit
 
 import httptools
 
-#: How much of an answer is kept (the rest of a larger answer is not read: the connection is closed).
+#: How much of an error text is kept.
 EXCERPT_BYTES = 1024
+#: How much of an answer is kept: one byte more than that tells a longer answer, whose rest is not
+#: read (the connection is closed).
+RESPONSE_BYTES = 64 * 1024
 #: Idle connections kept per app; more than this are closed when they come back.
 MAX_IDLE_PER_HOST = 64
 #: An idle connection older than this is not reused (servers close theirs after 5 to 75 s).
@@ -108,11 +111,11 @@ class _Connection(asyncio.Protocol):
         self._status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
-        if self._size < EXCERPT_BYTES:
+        if self._size <= RESPONSE_BYTES:
             self._chunks.append(body)
         self._size += len(body)
-        if self._size >= EXCERPT_BYTES:
-            self._done(keep=False)  # enough for the excerpt: the rest is not read
+        if self._size > RESPONSE_BYTES:
+            self._done(keep=False)  # enough to keep: the rest is not read
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:
@@ -126,7 +129,7 @@ class _Connection(asyncio.Protocol):
     def _done(self, keep: bool) -> None:
         answer = self._answer
         if answer is not None and not answer.done():
-            answer.set_result((self._status, b"".join(self._chunks)[:EXCERPT_BYTES], keep))
+            answer.set_result((self._status, b"".join(self._chunks)[: RESPONSE_BYTES + 1], keep))
 
     def _fail(self, exc: Exception) -> None:
         answer = self._answer
@@ -134,7 +137,7 @@ class _Connection(asyncio.Protocol):
             answer.set_exception(exc)
 
     async def exchange(self, head: bytes, body: bytes) -> tuple[int, bytes, bool]:
-        """Send one request and wait for its status and excerpt; also whether the connection can be reused."""
+        """Send one request and wait for its status and body (cut); also whether the connection can be reused."""
         assert self.transport is not None
         self._answer = asyncio.get_running_loop().create_future()
         self._status, self._chunks, self._size, self.received = 0, [], 0, False
@@ -159,7 +162,7 @@ class Pool:
         self._open: set[_Connection] = set()
 
     async def request(self, host: str, port: int, head: bytes, body: bytes) -> tuple[int, bytes]:
-        """Send a request whose head ``request_head`` wrote; its status and the start of its body.
+        """Send a request whose head ``request_head`` wrote; its status and its body up to RESPONSE_BYTES + 1 bytes.
 
         Raises OSError (NoAnswer included) when no answer came; cancelling closes the connection.
         """

@@ -9,6 +9,7 @@ from contextlib import suppress
 
 from .models import QueueConfig, QueueState
 from .queueyaml import QueueFile, QueueYamlError, load_queue_yaml
+from .rates import rate_label
 from .service import DEFAULT_QUEUE, Emulator
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def describe(queue: QueueConfig) -> str:
     if queue.mode == "pull":
         return "pull"
     conc = f", {queue.max_concurrent} at once" if queue.max_concurrent else ""
-    return f"{queue.rate_per_s:g}/s, bucket {queue.bucket_size}{conc}, {queue.state.value.lower()}"
+    return f"{rate_label(queue)}, bucket {queue.bucket_size}{conc}, {queue.state.value.lower()}"
 
 
 def stamp(path: str) -> Stamp | None:

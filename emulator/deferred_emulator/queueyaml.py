@@ -22,6 +22,7 @@ from .models import (
     QueueState,
     RetryConfig,
 )
+from .rates import RATE_RE
 
 #: Production's caps (Cloud Tasks RateLimits, which queue.yaml queues are shown as).
 MAX_RATE_PER_S = 500.0
@@ -38,7 +39,6 @@ MAX_DURATION_S = 315_576_000_000
 # The SDK's queue.yaml parser is looser (0 to 499 characters), but a queue a client cannot name
 # (``Queue(name)`` checks 1 to 100) is useless, so the client's rule is the one applied here.
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
-RATE_RE = re.compile(r"^(?:0|([0-9]+(?:\.[0-9]*)?)/([smhd]))$")
 AGE_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([smhd])$")
 STORAGE_RE = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([BKMGT]?)$")
 TARGET_RE = re.compile(r"^(?:(?!-)[a-z\d\-]{1,100}\.)?(?!-)[a-z\d\-]{1,63}$")
@@ -176,6 +176,7 @@ def _queue(path: str, entry: object, index: int) -> QueueConfig:
         name,
         state=QueueState.PAUSED if rate == 0 else QueueState.RUNNING,
         rate_per_s=rate,
+        rate_text=str(entry["rate"]).strip(),
         bucket_size=bucket,
         max_concurrent=concurrent,
         target=target,

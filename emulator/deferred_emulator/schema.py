@@ -120,6 +120,7 @@ def queue_to_text(queue: QueueConfig) -> str:
     data = {
         "state": queue.state.value,
         "rate_per_s": queue.rate_per_s,
+        "rate_text": queue.rate_text,
         "bucket_size": queue.bucket_size,
         "max_concurrent": queue.max_concurrent,
         "target": queue.target,

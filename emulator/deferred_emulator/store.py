@@ -231,13 +231,27 @@ class Store(Access):
         limit: int = 100,
         after: tuple[int, int] | None = None,
         newest_first: bool = False,
+        name_prefix: str = "",
+        body_has: Sequence[Sequence[bytes]] = (),
     ) -> list[Task]:
-        """A page of a queue's tasks ordered by ETA (``after`` is the last (eta_us, id) seen)."""
+        """A page of a queue's tasks ordered by ETA (``after`` is the last (eta_us, id) seen).
+
+        ``name_prefix`` keeps the names that start with it; ``body_has`` keeps the bodies that contain
+        every byte string of one of its groups (a coarse first cut the caller refines).
+        """
         sql = f"SELECT {TASK_COLUMNS} FROM task WHERE queue=?"
         params: list[Any] = [queue]
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             params += [s.value for s in states]
+        if name_prefix:
+            # A range rather than LIKE: no wildcard to escape, and the (queue, name) index serves it.
+            sql += " AND name >= ? AND name < ?"
+            params += [name_prefix, name_prefix + "\U0010ffff"]
+        if body_has:
+            groups = [" AND ".join(["instr(body, ?) > 0"] * len(group)) or "1" for group in body_has]
+            sql += " AND ((" + ") OR (".join(groups) + "))"
+            params += [term for group in body_has for term in group]
         if after is not None:
             sql += " AND (eta_us, id) < (?, ?)" if newest_first else " AND (eta_us, id) > (?, ?)"
             params += list(after)

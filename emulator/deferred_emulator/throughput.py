@@ -1,4 +1,4 @@
-"""Attempts per queue over the last minute and the last hour, for the stats and the console."""
+"""Attempts per queue over the last minute and the last hour, for the stats, the flow chart and the console."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
-#: (queue, succeeded) -> attempts.
-Tally = Counter[tuple[str, bool]]
+#: What became of an attempt, as the dispatcher settles it: succeeded, will be retried, or gave up.
+VERDICTS = ("done", "retry", "failed")
+#: (queue, verdict) -> attempts.
+Tally = Counter[tuple[str, str]]
+#: Minutes the flow chart covers.
+FLOW_MINUTES = 60
 
 
 class Throughput:
@@ -22,16 +26,16 @@ class Throughput:
         self._seconds: deque[tuple[int, Tally]] = deque()
         self._minutes: deque[tuple[int, Tally]] = deque()
 
-    def record(self, queue: str, ok: bool) -> None:
-        """Count one attempt now."""
+    def record(self, queue: str, verdict: str) -> None:
+        """Count one attempt now, by what became of it (one of VERDICTS)."""
         now = self._clock()
-        for buckets, width, keep in ((self._seconds, 1, 60), (self._minutes, 60, 60)):
+        for buckets, width, keep in ((self._seconds, 1, 60), (self._minutes, 60, FLOW_MINUTES)):
             slot = int(now // width)
             if not buckets or buckets[-1][0] != slot:
                 buckets.append((slot, Counter()))
                 while buckets[0][0] <= slot - keep:
                     buckets.popleft()
-            buckets[-1][1][queue, ok] += 1
+            buckets[-1][1][queue, verdict] += 1
 
     def last_minute(self) -> dict[str, tuple[int, int]]:
         """Per queue: (succeeded, failed) attempts in the last 60 seconds."""
@@ -41,13 +45,28 @@ class Throughput:
         """Per queue: (succeeded, failed) attempts in the last 60 minutes."""
         return self._sum(self._minutes, int(self._clock() // 60) - 60)
 
+    def per_minute(self) -> dict[str, dict[str, list[int]]]:
+        """Per queue and verdict: attempts in each of the last FLOW_MINUTES minutes, oldest first (now's is partial)."""
+        current = int(self._clock() // 60)
+        first = current - FLOW_MINUTES + 1
+        out: dict[str, dict[str, list[int]]] = {}
+        for slot, tally in self._minutes:
+            if slot < first:
+                continue
+            for (queue, verdict), count in tally.items():
+                series = out.get(queue)
+                if series is None:
+                    series = out[queue] = {v: [0] * FLOW_MINUTES for v in VERDICTS}
+                series[verdict][slot - first] += count
+        return out
+
     @staticmethod
     def _sum(buckets: deque[tuple[int, Tally]], after: int) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
         for slot, tally in buckets:
             if slot <= after:
                 continue
-            for (queue, ok), count in tally.items():
+            for (queue, verdict), count in tally.items():
                 good, bad = out.get(queue, (0, 0))
-                out[queue] = (good + count, bad) if ok else (good, bad + count)
+                out[queue] = (good + count, bad) if verdict == "done" else (good, bad + count)
         return out

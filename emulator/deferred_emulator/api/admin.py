@@ -9,6 +9,8 @@ from aiohttp import web
 from .. import __version__
 from ..errors import InvalidArgument, Unsupported
 from ..guard import media_type, read_body
+from ..rates import rate_label
+from ..throughput import FLOW_MINUTES
 from .common import dispatcher_of, emulator_of, json_response, read_json
 from .queues_json import queue_to_json
 from .stats import queue_stats
@@ -138,8 +140,33 @@ async def stats(request: web.Request) -> web.Response:
     for name, queue in sorted(emulator.queues.items()):
         entry = queue_to_json(queue, parent, per_queue.get(name))
         entry["id"] = name
+        entry["rate"] = rate_label(queue)
         queues.append(entry)
     return json_response({"queues": queues, "now": format_ts(emulator.now_us())})
+
+
+async def flow(request: web.Request) -> web.Response:
+    """Per queue, attempts dispatched, succeeded, retried and failed (gave up) in each of the last 60 minutes."""
+    emulator = emulator_of(request)
+    wanted = request.query.get("queue")
+    if wanted is not None:
+        await emulator.get_queue(wanted, create=False)
+    minutes = dispatcher_of(request).throughput.per_minute()
+    zeros = [0] * FLOW_MINUTES
+    queues: dict[str, dict[str, list[int]]] = {}
+    for name in sorted(emulator.queues):
+        if wanted is not None and name != wanted:
+            continue
+        series = minutes.get(name, {})
+        done, retry, failed = (series.get(v, zeros) for v in ("done", "retry", "failed"))
+        queues[name] = {
+            "dispatched": [a + b + c for a, b, c in zip(done, retry, failed)],
+            "succeeded": done,
+            "retried": retry,
+            "failed": failed,
+        }
+    now = format_ts(emulator.now_us())
+    return json_response({"now": now, "minutes": FLOW_MINUTES, "queues": queues})
 
 
 def routes() -> list[web.RouteDef]:
@@ -155,4 +182,5 @@ def routes() -> list[web.RouteDef]:
         web.post(PREFIX + "/clock:advance", clock_advance),
         web.post(PREFIX + "/reset", reset),
         web.get(PREFIX + "/stats", stats),
+        web.get(PREFIX + "/flow", flow),
     ]

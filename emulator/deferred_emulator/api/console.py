@@ -1,4 +1,4 @@
-"""The web console at ``/``: four static files that fetch the JSON endpoints (no build step)."""
+"""The web console at ``/``: five static files that fetch the JSON endpoints (no build step)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 FILES = {
     "/": ("index.html", "text/html"),
     "/console/lib.js": ("lib.js", "text/javascript"),
+    "/console/chart.js": ("chart.js", "text/javascript"),
     "/console/app.js": ("app.js", "text/javascript"),
     "/console/style.css": ("style.css", "text/css"),
 }

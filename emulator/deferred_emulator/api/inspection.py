@@ -12,17 +12,21 @@ from typing import Any
 
 from aiohttp import web
 
+from ..delivery import CUT_MARK
 from ..errors import FailedPrecondition, InvalidArgument, TaskNotFound
 from ..models import Attempt, Task, TaskState
 from ..payload import describe_body
 from ..service import check_queue_name, check_task_name
 from .common import emulator_of, json_response, page_size, read_json
+from .task_find import find_page, parse_filter, runs_of
 from .tasks_json import task_to_json
 from .timefmt import format_ts
 
 PREFIX = "/_emulator/v1"
 STATE_NAMES = {"waiting": TaskState.WAITING, "running": TaskState.RUNNING, "failed": TaskState.FAILED}
 ORDERS = ("soonest", "newest")
+#: How much of an answer ``responseExcerpt`` holds (``response`` has all that was kept).
+EXCERPT_CHARS = 1024
 
 
 def _queue_path(request: web.Request, queue: str) -> str:
@@ -56,8 +60,8 @@ async def find_task(request: web.Request) -> Task:
     return found[0]
 
 
-def _encode_token(task: Task) -> str:
-    return base64.urlsafe_b64encode(f"{task.eta_us}:{task.id}".encode()).decode()
+def _encode_token(eta_us: int, task_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{eta_us}:{task_id}".encode()).decode()
 
 
 def _decode_token(token: str) -> tuple[int, int]:
@@ -80,8 +84,8 @@ def _states(text: str) -> list[TaskState] | None:
     return states
 
 
-def task_summary(task: Task, now_us: int) -> dict[str, Any]:
-    """What a task list shows of one task."""
+def task_summary(task: Task, now_us: int, runs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a task list shows of one task (``runs``: what its deferred call runs, from ``runs_of``)."""
     out: dict[str, Any] = {
         "name": task.name,
         "queue": task.queue,
@@ -100,6 +104,11 @@ def task_summary(task: Task, now_us: int) -> dict[str, Any]:
     }
     if task.service:
         out["service"] = task.service
+    if runs is not None:
+        out["callable"] = runs["callable"]
+        out["argsSummary"] = runs["argsSummary"]
+        if runs.get("entityKey"):
+            out["entityKey"] = runs["entityKey"]
     if task.last_dispatch_us is not None:
         out["lastAttempt"] = {
             "dispatchTime": format_ts(task.last_dispatch_us),
@@ -111,7 +120,9 @@ def task_summary(task: Task, now_us: int) -> dict[str, Any]:
 
 
 def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
-    """One delivery attempt."""
+    """One delivery attempt, with the app's whole answer as kept (up to 64 KiB)."""
+    cut = attempt.excerpt.endswith(CUT_MARK)
+    response = attempt.excerpt[: -len(CUT_MARK)] if cut else attempt.excerpt
     return {
         "number": attempt.number,
         "scheduleTime": format_ts(attempt.schedule_us),
@@ -120,33 +131,39 @@ def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
         "status": attempt.status,
         "latencyMs": round(attempt.latency_ms, 3),
         "retryReason": attempt.reason,
-        "responseExcerpt": attempt.excerpt,
+        "responseExcerpt": response[:EXCERPT_CHARS],
+        "response": response,
+        "responseTruncated": cut,
     }
 
 
 async def _page(
     request: web.Request, queue: str, states: list[TaskState] | None, newest: bool
-) -> tuple[list[Task], dict[str, Any]]:
-    """A page of tasks and its JSON (without the tasks' own entries, which callers fill in)."""
+) -> tuple[list[tuple[Task, dict[str, Any] | None]], dict[str, Any]]:
+    """A page of tasks with what they run, and its JSON (without the tasks' own entries, which callers fill in)."""
+    emulator = emulator_of(request)
     size = page_size(request, 50, 1000)
     token = request.query.get("pageToken")
     after = _decode_token(token) if token else None
-    tasks = await emulator_of(request).list_tasks(queue, states, size + 1, after, newest)
-    out: dict[str, Any] = {"queue": queue, "now": format_ts(emulator_of(request).now_us())}
-    if len(tasks) > size:
-        out["nextPageToken"] = _encode_token(tasks[size - 1])
-    return tasks[:size], out
+    flt = parse_filter(request.query.get("filter", ""))
+    rows, next_after = await find_page(emulator, queue, states, size, after, newest, flt)
+    out: dict[str, Any] = {"queue": queue, "now": format_ts(emulator.now_us())}
+    if flt:
+        out["filter"] = {"name": flt.name, "callable": flt.callable}
+    if next_after is not None:
+        out["nextPageToken"] = _encode_token(*next_after)
+    return rows, out
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    """A page of a queue's tasks, filtered by state, soonest or newest first."""
+    """A page of a queue's tasks, filtered by state, name prefix and callable, soonest or newest first."""
     queue = await _queue_id(request, request.match_info["queue"])
     order = request.query.get("order", "soonest")
     if order not in ORDERS:
         raise InvalidArgument(f"Unknown order {order!r}: use soonest or newest.")
-    tasks, out = await _page(request, queue, _states(request.query.get("state", "")), order == "newest")
+    rows, out = await _page(request, queue, _states(request.query.get("state", "")), order == "newest")
     now = emulator_of(request).now_us()
-    out["tasks"] = [task_summary(t, now) for t in tasks]
+    out["tasks"] = [task_summary(t, now, runs) for t, runs in rows]
     return json_response(out)
 
 
@@ -154,11 +171,11 @@ async def list_failed(request: web.Request) -> web.Response:
     """A page of the tasks that ran out of retries, each with its attempt history."""
     emulator = emulator_of(request)
     queue = await _queue_id(request, request.match_info["queue"])
-    tasks, out = await _page(request, queue, [TaskState.FAILED], request.query.get("order") == "newest")
+    rows, out = await _page(request, queue, [TaskState.FAILED], request.query.get("order") == "newest")
     now = emulator.now_us()
     out["tasks"] = []
-    for task in tasks:
-        entry = task_summary(task, now)
+    for task, runs in rows:
+        entry = task_summary(task, now, runs)
         entry["attempts"] = [attempt_to_json(a) for a in await emulator.store.attempts(task.id)]
         out["tasks"].append(entry)
     return json_response(out)
@@ -191,7 +208,7 @@ async def get_task(request: web.Request) -> web.Response:
     """One task: a summary, and its Cloud Tasks resource with headers."""
     emulator = emulator_of(request)
     task = await find_task(request)
-    out = task_summary(task, emulator.now_us())
+    out = task_summary(task, emulator.now_us(), await runs_of(emulator, task))
     out["resource"] = task_to_json(
         task, _queue_path(request, task.queue), "BASIC", emulator.settings.dispatch_deadline_s
     )

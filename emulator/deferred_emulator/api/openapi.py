@@ -57,6 +57,15 @@ INSPECT = "inspection"
 STATE_Q = ("state", {"type": "string", "example": "waiting,failed", "description": "all, or states joined by commas."})
 ORDER_Q = ("order", {"type": "string", "enum": ["soonest", "newest"]})
 QUEUE_Q = (("queue", {"type": "string", "description": "The task's queue, when its name is in several."}),)
+FILTER_Q = (
+    "filter",
+    {
+        "type": "string",
+        "example": "name:report- callable:myapp.mail.send",
+        "description": "name:PREFIX (task names starting with it) and/or callable:TEXT (deferred calls whose"
+        " callable path contains it), separated by spaces; values may be quoted.",
+    },
+)
 
 OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v2/projects/{project}/locations", "List locations.", answer="ListLocationsResponse", tag=CT),
@@ -180,13 +189,35 @@ OPERATIONS: tuple[Op, ...] = (
         tag="oidc",
     ),
     Op("GET", EXT + "/stats", "Per-queue counts and last-minute throughput.", answer="Stats"),
+    Op(
+        "GET",
+        EXT + "/flow",
+        "Per queue, attempts dispatched, succeeded, retried and failed in each of the last 60 minutes.",
+        answer="Flow",
+        query=(("queue", {"type": "string", "description": "Only this queue."}),),
+        tag=INSPECT,
+    ),
+    Op(
+        "GET",
+        EXT + "/attempts",
+        "The latest attempts (last), or those after a cursor (since), waiting up to `wait` seconds for one.",
+        answer="RecentAttempts",
+        query=(
+            ("last", {"type": "integer", "minimum": 0, "maximum": 1000, "description": "Without since: how many."}),
+            ("since", {"type": "integer", "minimum": 0, "description": "The `next` of the previous answer."}),
+            ("wait", {"type": "number", "minimum": 0, "maximum": 10, "description": "Seconds to wait for one."}),
+            ("queue", {"type": "string", "description": "Only this queue's attempts."}),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        ),
+        tag=INSPECT,
+    ),
     Op("GET", EXT + "/openapi.json", "This document.", answer="Empty"),
     Op(
         "GET",
         EXT + "/queues/{queue}/tasks",
-        "A page of a queue's tasks, by state, soonest or newest first.",
+        "A page of a queue's tasks, by state, name prefix and callable, soonest or newest first.",
         answer="TaskPage",
-        query=(STATE_Q, ORDER_Q, *PAGE),
+        query=(STATE_Q, ORDER_Q, FILTER_Q, *PAGE),
         tag=INSPECT,
     ),
     Op(
@@ -194,7 +225,7 @@ OPERATIONS: tuple[Op, ...] = (
         EXT + "/queues/{queue}/failed",
         "A page of the tasks that ran out of retries, with their attempts.",
         answer="FailedTaskPage",
-        query=(ORDER_Q, *PAGE),
+        query=(ORDER_Q, FILTER_Q, *PAGE),
         tag=INSPECT,
     ),
     Op(

@@ -31,6 +31,9 @@ INSPECTION_SCHEMAS: dict[str, Schema] = {
             "url": {"type": "string"},
             "target": {"type": "string", "enum": ["appengine", "http"]},
             "service": {"type": "string"},
+            "callable": {"type": "string", "description": "What a deferred task calls (read, never unpickled)."},
+            "argsSummary": {"type": "string", "description": "Its arguments in short."},
+            "entityKey": {"type": "string", "description": "The call is stored apart, in this entity."},
             "size": {"type": "integer", "description": "Body bytes."},
             **{name: {"type": "integer"} for name in COUNTERS},
             "lastAttempt": LAST_ATTEMPT,
@@ -81,7 +84,9 @@ INSPECTION_SCHEMAS: dict[str, Schema] = {
             "status": {"type": "integer"},
             "latencyMs": {"type": "number"},
             "retryReason": {"type": "string"},
-            "responseExcerpt": {"type": "string"},
+            "responseExcerpt": {"type": "string", "description": "The answer's first KiB."},
+            "response": {"type": "string", "description": "The app's whole answer, up to 64 KiB."},
+            "responseTruncated": {"type": "boolean", "description": "The answer was longer than 64 KiB."},
         },
     },
     "TaskAttempts": {
@@ -131,6 +136,53 @@ INSPECTION_SCHEMAS: dict[str, Schema] = {
                     },
                 },
             }
+        },
+    },
+    "Flow": {
+        "type": "object",
+        "properties": {
+            "now": TIMESTAMP,
+            "minutes": {"type": "integer", "description": "Points per series: one a minute, oldest first."},
+            "queues": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "description": "Attempts per minute; dispatched = succeeded + retried + failed (gave up).",
+                    "properties": {
+                        name: {"type": "array", "items": {"type": "integer"}}
+                        for name in ("dispatched", "succeeded", "retried", "failed")
+                    },
+                },
+            },
+        },
+    },
+    "RecentAttempts": {
+        "type": "object",
+        "properties": {
+            "now": TIMESTAMP,
+            "next": {"type": "integer", "description": "The cursor to ask from next (since=)."},
+            "missed": {"type": "integer", "description": "Attempts dropped before this follower saw them."},
+            "attempts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "dispatchTime": TIMESTAMP,
+                        "queue": {"type": "string"},
+                        "task": {"type": "string"},
+                        "number": {"type": "integer"},
+                        "status": {"type": "integer", "description": "0: no answer."},
+                        "latencyMs": {"type": "number"},
+                        "retryReason": {"type": "string"},
+                        "outcome": {"type": "string", "enum": ["succeeded", "retry", "failed"]},
+                        "method": {"type": "string"},
+                        "url": {"type": "string"},
+                        "callable": {"type": "string"},
+                        "argsSummary": {"type": "string"},
+                    },
+                },
+            },
         },
     },
     "Routing": {

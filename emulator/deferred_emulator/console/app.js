@@ -75,14 +75,14 @@ async function statsByQueue() {
 }
 
 async function queuesView() {
-  const stats = await statsByQueue();
-  return { data: stats, build: () => buildQueues(stats) };
+  const [stats, flow] = await Promise.all([statsByQueue(), api("GET", `${V1}/flow`)]);
+  return { data: [stats, flow], build: () => buildQueues(stats, flow) };
 }
 
-function buildQueues(stats) {
+function buildQueues(stats, flow) {
   crumbs([{ text: "Queues" }]);
-  const cols = ["Queue", "State", "Rate", "Bucket", "Waiting", "Due", "In flight", "Failed", "Last minute", "Oldest ETA", ""];
-  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 9]);
+  const cols = ["Queue", "State", "Rate", "Bucket", "Waiting", "Due", "In flight", "Failed", "Last minute", "Flow (1h)", "Oldest ETA", ""];
+  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 10]);
   const rows = stats.queues.map((q) => {
     const s = q.stats || {};
     const r = q.rateLimits;
@@ -92,13 +92,14 @@ function buildQueues(stats) {
     return h("tr", { data: { queue: q.id } },
       h("td", {}, h("a", { href: queueHref(q.id), class: "name" }, q.id)),
       h("td", { data: { col: "state" } }, pill(q.state)),
-      h("td", { class: "num", data: { col: "rate" } }, `${r.maxDispatchesPerSecond}/s`),
+      h("td", { class: "num", data: { col: "rate" } }, q.rate || `${r.maxDispatchesPerSecond}/s`),
       h("td", { class: "num", data: { col: "bucket" } }, fmtNum(r.maxBurstSize)),
       h("td", { class: "num", data: { col: "waiting" } }, fmtNum(s.waiting)),
       h("td", { class: "num", data: { col: "due" } }, fmtNum(s.due)),
       h("td", { class: "num", data: { col: "inflight" } }, fmtNum(s.inFlight)),
       h("td", { class: "num", data: { col: "failed" } }, failed),
       h("td", { class: "num", data: { col: "minute" }, title: "succeeded / failed attempts in the last minute" }, minute),
+      h("td", { class: "chart", data: { col: "flow" } }, flow.queues[q.id] ? flowChart(flow.queues[q.id], { label: q.id }) : "—"),
       timeCell(s.oldestEstimatedArrivalTime, stats.now),
       h("td", { class: "end" }, queueActions(q)));
   });
@@ -111,9 +112,9 @@ function buildQueues(stats) {
       summaryCard("Queues", stats.queues.length), summaryCard("Waiting", totals.waiting),
       summaryCard("Due", totals.due), summaryCard("In flight", totals.inFlight),
       summaryCard("Failed", totals.failed, totals.failed ? "bad" : "")),
-    h("table", { class: "grid", id: "queues" },
+    scroller(h("table", { class: "grid", id: "queues" },
       h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: numeric.has(i) ? "num" : "" }, c)))),
-      h("tbody", {}, rows)),
+      h("tbody", {}, rows))),
   ];
 }
 
@@ -125,21 +126,49 @@ function listing(r) {
   const state = r.params.get("state") || "all";
   const order = r.params.get("order") || "soonest";
   const pages = (r.params.get("pages") || "").split(",").filter(Boolean);
-  return { state, order, pages, q: encodeURIComponent(r.queue) };
+  const name = r.params.get("name") || "";
+  const callable = r.params.get("callable") || "";
+  return { state, order, pages, name, callable, q: encodeURIComponent(r.queue) };
+}
+
+// The API's filter text: name:PREFIX callable:TEXT, values quoted when they hold a space or a quote.
+function filterText(name, callable) {
+  const quote = (v) => (/[\s"'\\]/.test(v) ? `"${v.replace(/["\\]/g, "\\$&")}"` : v);
+  return [name ? `name:${quote(name)}` : "", callable ? `callable:${quote(callable)}` : ""].filter(Boolean).join(" ");
 }
 
 async function tasksView(r) {
-  const { state, order, pages, q } = listing(r);
+  const { state, order, pages, name, callable, q } = listing(r);
   const query = new URLSearchParams({ pageSize: PAGE_SIZE, order });
   if (pages.length) query.set("pageToken", pages[pages.length - 1]);
+  if (name || callable) query.set("filter", filterText(name, callable));
   const listPath = state === "failed" ? `${V1}/queues/${q}/failed` : `${V1}/queues/${q}/tasks`;
   if (state !== "failed") query.set("state", state);
-  const [stats, page] = await Promise.all([statsByQueue(), api("GET", `${listPath}?${query}`)]);
-  return { data: [stats, page], build: () => buildTasks(r, stats, page) };
+  const [stats, page, flow] = await Promise.all([
+    statsByQueue(), api("GET", `${listPath}?${query}`), api("GET", `${V1}/flow?queue=${q}`).catch(() => null)]);
+  return { data: [stats, page, flow], build: () => buildTasks(r, stats, page, flow) };
 }
 
-function buildTasks(r, stats, page) {
-  const { state, order, pages, q } = listing(r);
+function filterForm(r, name, callable) {
+  const apply = (e) => {
+    e.preventDefault();
+    const form = e.target.closest("form");
+    location.hash = queueHref(r.queue, withParams(r.params, {
+      name: form.elements.name.value.trim(), callable: form.elements.callable.value.trim(), pages: null,
+    }));
+  };
+  return h("form", { class: "filters", id: "filters", role: "search", onsubmit: apply },
+    h("label", {}, h("span", { class: "muted" }, "Name starts with"),
+      h("input", { name: "name", id: "filter-name", value: name, placeholder: "report-", autocomplete: "off", spellcheck: "false" })),
+    h("label", {}, h("span", { class: "muted" }, "Callable"),
+      h("input", { name: "callable", id: "filter-callable", value: callable, placeholder: "myapp.mail.send", autocomplete: "off", spellcheck: "false" })),
+    h("button", { class: "btn", type: "submit" }, "Find"),
+    name || callable ? h("a", { class: "btn", id: "filter-clear", href: queueHref(r.queue, withParams(r.params, { name: null, callable: null, pages: null })) }, "Clear") : null);
+}
+
+function buildTasks(r, stats, page, flow) {
+  const { state, order, pages, name, callable, q } = listing(r);
+  const flowPanel = flow ? flowPanelFor(flow.queues[r.queue]) : null;
   const queue = stats.queues.find((x) => x.id === r.queue);
   if (!queue) throw Object.assign(new Error(`No queue named ${r.queue}.`), { status: 404 });
   crumbs([{ text: "Queues", href: "#/" }, { text: r.queue }]);
@@ -147,7 +176,7 @@ function buildTasks(r, stats, page) {
   const now = page.now || stats.now;
   const header = h("section", { class: "queue-head" },
     h("div", {}, h("h1", {}, r.queue, " ", pill(queue.state)),
-      h("p", { class: "muted" }, `${queue.rateLimits.maxDispatchesPerSecond}/s · bucket ${queue.rateLimits.maxBurstSize} · `,
+      h("p", { class: "muted" }, `${queue.rate || `${queue.rateLimits.maxDispatchesPerSecond}/s`} · bucket ${queue.rateLimits.maxBurstSize} · `,
         `${fmtNum(s.waiting)} waiting · ${fmtNum(s.due)} due · ${fmtNum(s.inFlight)} in flight · ${fmtNum(s.failed)} failed`)),
     h("div", { class: "actions" },
       s.failed ? h("button", {
@@ -166,30 +195,33 @@ function buildTasks(r, stats, page) {
         onchange: (e) => { location.hash = queueHref(r.queue, withParams(r.params, { order: e.target.value === "soonest" ? null : e.target.value, pages: null })); },
       }, [["soonest", "Soonest first"], ["newest", "Newest first"]].map(([v, l]) => h("option", { value: v, selected: v === order }, l)))));
   const failedView = state === "failed";
-  const cols = ["Task", "State", failedView ? "Last attempt" : "ETA", "Created", "Retries", "Last status", "Size",
-    failedView ? "Response" : "URL", ""];
+  const cols = ["Task", "Runs", "State", failedView ? "Last attempt" : "ETA", "Created", "Retries", "Last status", "Size",
+    ...(failedView ? ["Response"] : []), ""];
   const rows = page.tasks.map((t) => {
     const last = t.lastAttempt || {};
     return h("tr", { data: { task: t.name } },
-      h("td", {}, h("a", { href: taskHref(r.queue, t.name), class: "name mono" }, t.name)),
+      h("td", { class: "task" }, h("a", { href: taskHref(r.queue, t.name), class: "name mono" }, t.name)),
+      runsCell(t),
       h("td", {}, pill(taskStateLabel(t))),
       failedView ? timeCell(last.dispatchTime, now) : timeCell(t.scheduleTime, now),
       timeCell(t.createTime, now),
       h("td", { class: "num" }, fmtNum(t.retryCount)),
       h("td", { class: `num ${last.status >= 400 || last.status === 0 ? "bad" : ""}` }, last.dispatchTime ? String(last.status || "none") : "—"),
       h("td", { class: "num" }, fmtBytes(t.size)),
-      failedView ? h("td", { class: "excerpt", title: last.responseExcerpt || "" }, last.responseExcerpt || "—")
-        : h("td", { class: "mono url" }, `${t.method} ${t.url}`),
+      failedView ? h("td", { class: "excerpt", title: last.responseExcerpt || "" }, firstLine(last.responseExcerpt) || "—") : null,
       h("td", { class: "end" }, taskActions(r.queue, t)));
   });
-  const empty = h("p", { class: "empty" }, state === "all" ? "No tasks in this queue." : `No ${STATES.find(([v]) => v === state)[1].toLowerCase()} tasks.`);
+  const what = state === "all" ? "tasks" : `${STATES.find(([v]) => v === state)[1].toLowerCase()} tasks`;
+  const empty = h("p", { class: "empty" }, name || callable
+    ? `No ${what} match${page.nextPageToken ? " on this page (the search stopped early: try Next)" : ""}.`
+    : state === "all" ? "No tasks in this queue." : `No ${what}.`);
   const pager = h("div", { class: "pager" },
     h("a", { class: `btn ${pages.length ? "" : "disabled"}`, href: pages.length ? queueHref(r.queue, withParams(r.params, { pages: pages.slice(0, -1).join(",") })) : null }, "← Previous"),
     h("span", { class: "muted" }, `Page ${pages.length + 1}`),
     h("a", { class: `btn ${page.nextPageToken ? "" : "disabled"}`, href: page.nextPageToken ? queueHref(r.queue, withParams(r.params, { pages: [...pages, page.nextPageToken].join(",") })) : null }, "Next →"));
-  return [header, tabs, rows.length ? h("table", { class: "grid", id: "tasks" },
-    h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: [2, 3, 4, 5, 6].includes(i) ? "num" : "" }, c)))),
-    h("tbody", {}, rows)) : empty, pager];
+  return [header, flowPanel, tabs, filterForm(r, name, callable), rows.length ? scroller(h("table", { class: "grid", id: "tasks" },
+    h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: [3, 4, 5, 6, 7].includes(i) ? "num" : "" }, c)))),
+    h("tbody", {}, rows))) : empty, pager];
 }
 
 async function taskView(r) {
@@ -260,18 +292,43 @@ function payloadView(p) {
   return parts;
 }
 
+const TRACEBACK_RE = /^Traceback \(most recent call last\):/m;
+
+// An attempt's answer, folded to its first line (for a Python traceback, the exception too).
+function responseView(a, open) {
+  const text = a.response !== undefined ? a.response : a.responseExcerpt || "";
+  if (!text) return h("span", { class: "muted" }, a.status ? "(empty answer)" : "—");
+  const lines = text.split("\n");
+  const first = firstLine(text);
+  const traceback = TRACEBACK_RE.test(text);
+  const exception = traceback ? lines.filter((l) => l.trim()).pop() : "";
+  if (lines.filter((l) => l.trim()).length <= 1 && first.length <= 120 && !a.responseTruncated) {
+    return h("code", { class: "response-line" }, first);
+  }
+  return h("details", { class: `response ${traceback ? "has-traceback" : ""}`, id: `response-${a.number}`, open: open || null },
+    h("summary", {}, traceback ? h("span", { class: "tag bad" }, "traceback") : null,
+      h("code", {}, traceback && exception !== first ? `${exception}` : first),
+      h("span", { class: "muted size" }, ` · ${fmtNum(lines.length)} lines, ${fmtBytes(new Blob([text]).size)}`)),
+    h("pre", { class: `code ${traceback ? "traceback" : "body"}` }, text),
+    a.responseTruncated ? h("p", { class: "muted" }, "The answer was longer: the first 64 KiB were kept.") : null);
+}
+
 function attemptsView(attempts) {
   if (!attempts.length) return h("p", { class: "empty" }, "No failed attempts recorded yet (a successful attempt deletes the task).");
-  return h("table", { class: "grid", id: "attempts" },
-    h("thead", {}, h("tr", {}, ["#", "Dispatched", "Status", "Latency", "Retry reason", "Response"].map((c, i) =>
+  const lastNumber = attempts[attempts.length - 1].number;
+  return scroller(h("table", { class: "grid", id: "attempts" },
+    h("thead", {}, h("tr", {}, ["#", "Dispatched", "Status", "Latency", "Retry reason"].map((c, i) =>
       h("th", { class: [0, 2, 3].includes(i) ? "num" : "" }, c)))),
-    h("tbody", {}, attempts.map((a) => h("tr", {},
-      h("td", { class: "num" }, String(a.number)),
-      h("td", { class: "num time" }, localTime(a.dispatchTime)),
-      h("td", { class: `num ${a.status >= 200 && a.status < 300 ? "good" : "bad"}` }, a.status ? String(a.status) : "none"),
-      h("td", { class: "num" }, `${a.latencyMs.toFixed(1)} ms`),
-      h("td", {}, a.retryReason || "—"),
-      h("td", { class: "excerpt", title: a.responseExcerpt }, a.responseExcerpt || "—")))));
+    h("tbody", {}, attempts.map((a) => [
+      h("tr", { class: "attempt", data: { attempt: String(a.number) } },
+        h("td", { class: "num" }, String(a.number)),
+        h("td", { class: "num time" }, localTime(a.dispatchTime)),
+        h("td", { class: `num ${a.status >= 200 && a.status < 300 ? "good" : "bad"}` }, a.status ? String(a.status) : "none"),
+        h("td", { class: "num" }, `${a.latencyMs.toFixed(1)} ms`),
+        h("td", {}, a.retryReason || "—")),
+      h("tr", { class: "answer", data: { attempt: String(a.number) } },
+        h("td", { colspan: "5" }, responseView(a, a.number === lastNumber))),
+    ]))));
 }
 
 // -- refresh loop --------------------------------------------------------------------------------
@@ -288,7 +345,10 @@ async function refresh() {
     // Re-render only when something changed: a button being clicked must not be replaced under the pointer.
     const key = location.hash + JSON.stringify(result.data, (k, v) => (k === "now" ? undefined : v));
     if (key !== lastKey) {
+      // Folded answers the user opened or closed stay so across a re-render.
+      const folds = new Map([...main.querySelectorAll("details[id]")].map((d) => [d.id, d.open]));
       main.replaceChildren(...[result.build()].flat());
+      for (const d of main.querySelectorAll("details[id]")) if (folds.has(d.id)) d.open = folds.get(d.id);
       lastKey = key;
     } else {
       const now = nowOf(result.data);
@@ -316,8 +376,8 @@ function setStatus(text, kind) {
 
 function tick() {
   const dialogOpen = document.getElementById("confirm").open;
-  // A re-render would close a select the user has open.
-  const choosing = document.activeElement && document.activeElement.tagName === "SELECT";
+  // A re-render would close a select the user has open, or replace a field being typed in.
+  const choosing = document.activeElement && ["SELECT", "INPUT"].includes(document.activeElement.tagName);
   if (document.visibilityState === "visible" && !busy && !dialogOpen && !choosing) refresh();
 }
 

@@ -59,24 +59,54 @@ function confirmDialog(title, text, action) {
 
 const fmtNum = (n) => Number(n || 0).toLocaleString("en-US");
 
+// A duration in its two largest units, never rounded up: "1h 59m", "5m 3s", "2d 4h".
+function spanText(seconds) {
+  const whole = Math.floor(seconds);
+  const units = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
+  const i = units.findIndex(([, size]) => whole >= size);
+  if (i < 0) return "0s";
+  const [unit, size] = units[i];
+  const first = `${Math.floor(whole / size)}${unit}`;
+  if (unit === "s") return first;
+  const [small, smallSize] = units[i + 1];
+  const second = Math.floor((whole % size) / smallSize);
+  return second ? `${first} ${second}${small}` : first;
+}
+
 function relTime(iso, nowIso) {
   if (!iso) return "—";
   const s = (Date.parse(iso) - Date.parse(nowIso || new Date().toISOString())) / 1000;
-  const span = Math.abs(s);
-  if (span < 1) return "now";
-  const units = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
-  const [unit, size] = units.find(([, size]) => span >= size);
-  const amount = `${Math.floor(span / size)}${unit}`;
+  if (Math.abs(s) < 1) return "now";
+  const amount = spanText(Math.abs(s));
   return s > 0 ? `in ${amount}` : `${amount} ago`;
 }
+
+// The browser's zone as it names it ("UTC", "CET", "GMT+2"), shown after every full time.
+const zoneName = (d) => (new Intl.DateTimeFormat("en-US", { timeZoneName: "short" }).formatToParts(d)
+  .find((p) => p.type === "timeZoneName") || { value: "" }).value;
 
 function localTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   const pad = (n, w = 2) => String(n).padStart(w, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)} ${zoneName(d)}`;
 }
+
+// What a task runs: its deferred call in short, else its method and URL.
+function runsText(t) {
+  return t.callable ? `${t.callable}(${t.argsSummary || ""})` : `${t.method} ${t.url}`;
+}
+
+function runsCell(t) {
+  if (!t.callable) return h("td", { class: "runs mono muted", data: { col: "runs" } }, `${t.method} ${t.url}`);
+  return h("td", { class: "runs mono", data: { col: "runs" }, title: runsText(t) },
+    h("span", { class: "callable" }, t.callable), h("span", { class: "args" }, `(${t.argsSummary || ""})`));
+}
+
+// Wide tables scroll inside this box, never the page.
+const scroller = (table) => h("div", { class: "table-scroll" }, table);
+const firstLine = (text) => (text || "").split("\n").find((line) => line.trim()) || "";
 
 const timeCell = (iso, now) => h("td", { class: "num time", title: localTime(iso), data: iso ? { iso } : null }, relTime(iso, now));
 const pill = (state) => h("span", { class: `pill ${String(state).toLowerCase().replace(/ /g, "-")}` }, state);
