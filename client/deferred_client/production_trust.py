@@ -69,20 +69,28 @@ class _KeysCache:
         """Drop what is held for ``url``."""
         self._entries.pop(url, None)
 
+    def _fresh(self, url: str) -> Any:
+        entry = self._entries.get(url)
+        return entry[2] if entry is not None and entry[0] > time.monotonic() else None
+
     def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
-        now = time.monotonic()
-        entry = self._entries.get(url) if method == "GET" else None
-        if entry is not None and entry[0] > now:
-            return entry[2]
+        held = self._fresh(url) if method == "GET" else None
+        if held is not None:
+            return held
+        kwargs.setdefault("timeout", 10)
+        # One fetch at a time: deliveries that arrive together wait for it instead of fetching the keys each.
         with self._lock:
+            held = self._fresh(url) if method == "GET" else None
+            if held is not None:
+                return held
             if self._request is None:
                 self._request = google_request()
-        kwargs.setdefault("timeout", 10)
-        response = self._request(url, method=method, body=body, headers=headers, **kwargs)
-        if method == "GET" and response.status == 200:
-            match = _MAX_AGE.search(str(response.headers.get("cache-control", "")))
-            ttl = min(float(match.group(1)), MAX_KEYS_TTL_S) if match else DEFAULT_KEYS_TTL_S
-            self._entries[url] = (now + ttl, now, response)
+            response = self._request(url, method=method, body=body, headers=headers, **kwargs)
+            if method == "GET" and response.status == 200:
+                match = _MAX_AGE.search(str(response.headers.get("cache-control", "")))
+                ttl = min(float(match.group(1)), MAX_KEYS_TTL_S) if match else DEFAULT_KEYS_TTL_S
+                now = time.monotonic()
+                self._entries[url] = (now + ttl, now, response)
         return response
 
 
