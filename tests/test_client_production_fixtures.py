@@ -16,7 +16,7 @@ from typing import Any
 import deferred_client
 import pytest
 from aiohttp import web
-from deferred_emulator.app import create_app
+from deferred_emulator.app import create_app, note_bound
 from deferred_emulator.settings import Settings
 from google.auth import credentials as ga_credentials
 from test_client_fixtures import AiohttpThread, LiveEmulator
@@ -67,6 +67,7 @@ class CloudTasksStandIn(LiveEmulator):
 
         app.middlewares.insert(0, record)
         AiohttpThread.__init__(self, app)
+        note_bound(app, self.port)
         self.host = f"127.0.0.1:{self.port}"
 
     def call(self, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
