@@ -77,3 +77,18 @@ async def test_the_cli_prints_the_last_answer_whole(
     assert "Traceback (most recent call last):" in result.output.split("last answer")[0]
     printed = result.output.split("last answer\n", 1)[1]
     assert printed.splitlines() == ["  " + line for line in TRACEBACK.rstrip("\n").splitlines()]
+
+
+async def test_the_failed_list_carries_only_each_answers_first_kib(
+    aiohttp_server: Callable[..., object], make_emulator: MakeEmulator
+) -> None:
+    # Given a failed task whose answer was a 40 KB traceback
+    emulator = await answering(aiohttp_server, make_emulator, TRACEBACK)
+    await emulator.add(name="t", retryConfig={"maxAttempts": 1})
+    await emulator.drain()
+    # When the failed tasks are listed (a page of many, refreshed by the console every few seconds)
+    [task] = (await emulator.call("GET", f"{V1}/queues/default/failed"))["tasks"]
+    [attempt] = task["attempts"]
+    # Then each attempt has its answer's first KiB and says there is more
+    assert "response" not in attempt and attempt["responseExcerpt"] == TRACEBACK[:1024]
+    assert attempt["responseTruncated"] is True

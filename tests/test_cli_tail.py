@@ -229,3 +229,30 @@ def test_tail_against_nothing_is_one_line_and_exit_2(tail_process: Callable[...,
     _, err = proc.communicate(timeout=30)
     [line] = err.strip().splitlines()
     assert proc.returncode == 2 and line.startswith("Error: 404: Queue does not exist.")
+
+
+def test_tail_asks_at_most_four_times_a_second_however_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deferred_emulator import cli_tail
+
+    # Given an emulator that always has a new attempt at once
+    calls: list[str] = []
+    pauses: list[float] = []
+
+    class Busy:
+        def call(self, method: str, path: str) -> dict[str, Any]:
+            calls.append(path)
+            if len(calls) > 5:
+                raise KeyboardInterrupt
+            entry = {"dispatchTime": "2026-01-01T00:00:00.000000Z", "queue": "q", "task": "t", "number": 1,
+                     "status": 200, "latencyMs": 1.0, "retryReason": "", "outcome": "succeeded",
+                     "method": "POST", "url": "/x"}  # fmt: skip
+            return {"attempts": [entry], "next": len(calls)}
+
+    monkeypatch.setattr(cli_tail.time, "sleep", pauses.append)
+    # When tail follows it
+    with pytest.raises(KeyboardInterrupt):
+        cli_tail.follow(Busy(), None, 0)  # type: ignore[arg-type]
+    # Then it waits on the emulator with each cursor in turn, and paces itself to 0.25 s between requests
+    assert [c.split("since=")[1].split("&")[0] for c in calls[1:]] == ["1", "2", "3", "4", "5"]
+    assert "wait=10" in calls[1]
+    assert len(pauses) == 4 and all(0.2 < p <= 0.25 for p in pauses)

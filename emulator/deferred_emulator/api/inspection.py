@@ -119,11 +119,11 @@ def task_summary(task: Task, now_us: int, runs: dict[str, Any] | None = None) ->
     return out
 
 
-def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
-    """One delivery attempt, with the app's whole answer as kept (up to 64 KiB)."""
+def attempt_to_json(attempt: Attempt, whole: bool = True) -> dict[str, Any]:
+    """One delivery attempt, with the app's whole answer as kept (up to 64 KiB), or only its first KiB."""
     cut = attempt.excerpt.endswith(CUT_MARK)
     response = attempt.excerpt[: -len(CUT_MARK)] if cut else attempt.excerpt
-    return {
+    out = {
         "number": attempt.number,
         "scheduleTime": format_ts(attempt.schedule_us),
         "dispatchTime": format_ts(attempt.dispatch_us),
@@ -132,9 +132,11 @@ def attempt_to_json(attempt: Attempt) -> dict[str, Any]:
         "latencyMs": round(attempt.latency_ms, 3),
         "retryReason": attempt.reason,
         "responseExcerpt": response[:EXCERPT_CHARS],
-        "response": response,
-        "responseTruncated": cut,
+        "responseTruncated": cut or len(response) > EXCERPT_CHARS,
     }
+    if whole:
+        out["response"], out["responseTruncated"] = response, cut
+    return out
 
 
 async def _page(
@@ -176,7 +178,8 @@ async def list_failed(request: web.Request) -> web.Response:
     out["tasks"] = []
     for task, runs in rows:
         entry = task_summary(task, now, runs)
-        entry["attempts"] = [attempt_to_json(a) for a in await emulator.store.attempts(task.id)]
+        # A page holds many tasks: their answers' first KiB each (the task's attempts endpoint has them whole).
+        entry["attempts"] = [attempt_to_json(a, whole=False) for a in await emulator.store.attempts(task.id)]
         out["tasks"].append(entry)
     return json_response(out)
 

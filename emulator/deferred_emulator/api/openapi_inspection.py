@@ -86,7 +86,11 @@ INSPECTION_SCHEMAS: dict[str, Schema] = {
             "retryReason": {"type": "string"},
             "responseExcerpt": {"type": "string", "description": "The answer's first KiB."},
             "response": {"type": "string", "description": "The app's whole answer, up to 64 KiB."},
-            "responseTruncated": {"type": "boolean", "description": "The answer was longer than 64 KiB."},
+            "responseTruncated": {
+                "type": "boolean",
+                "description": "There is more than shown: the answer was longer than 64 KiB (or, without"
+                " `response`, than the excerpt's KiB).",
+            },
         },
     },
     "TaskAttempts": {

@@ -298,7 +298,7 @@ const TRACEBACK_RE = /^Traceback \(most recent call last\):/m;
 function responseView(a, open) {
   const text = a.response !== undefined ? a.response : a.responseExcerpt || "";
   if (!text) return h("span", { class: "muted" }, a.status ? "(empty answer)" : "—");
-  const lines = text.split("\n");
+  const lines = text.replace(/\n$/, "").split("\n");
   const first = firstLine(text);
   const traceback = TRACEBACK_RE.test(text);
   const exception = traceback ? lines.filter((l) => l.trim()).pop() : "";
