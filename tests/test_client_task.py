@@ -177,7 +177,7 @@ def body(code: int, message: str) -> bytes:
         (409, "Requested entity already exists: task 'a' already exists and has not yet run", e.TaskAlreadyExistsError),
         (409, "Requested entity already exists: task name 'a' is tombstoned: ...", e.TombstonedTaskError),
         (404, "Queue does not exist.", e.UnknownQueueError),
-        (400, "Task size too large (TaskTooLarge): the task is 200000 bytes", e.TaskTooLargeError),
+        (400, "Task size too large", e.TaskTooLargeError),
         (400, 'Task ID "a b" can contain only letters', e.InvalidTaskNameError),
         (400, "The Task.scheduleTime is too far in the future.", e.InvalidEtaError),
         (400, "AppEngineHttpRequest.relativeUri must start with '/'", e.InvalidUrlError),

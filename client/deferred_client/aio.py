@@ -57,6 +57,10 @@ async def aclose() -> None:
         await keeper.aclose()
 
 
+#: See transport.EMULATOR_MARK.
+MARK = {"X-Deferred-Client": "1"}
+
+
 class AsyncTransport:
     """Requests to one emulator from asyncio code."""
 
@@ -65,6 +69,7 @@ class AsyncTransport:
         scheme, host, port, prefix = config.endpoint()
         self.origin = f"{scheme}://{host}:{port}{prefix}" if ":" not in host else f"{scheme}://[{host}]:{port}{prefix}"
         self.timeout_s = config.timeout_s
+        self._mark: dict[str, str] = {} if config.production else MARK
         self._sync: SyncTransport | None = None
         try:
             import aiohttp
@@ -83,7 +88,7 @@ class AsyncTransport:
         import aiohttp
 
         session = await _session()
-        headers = {"Content-Type": content_type} if body is not None else None
+        headers = {"Content-Type": content_type, **self._mark} if body is not None else self._mark
         try:
             async with session.request(
                 method, self.origin + path, data=body, headers=headers, timeout=self._timeout

@@ -152,7 +152,7 @@ def _message(body: bytes) -> str:
 
 def _bad_request(message: str) -> Error:
     lower = message.lower()
-    if "tasktoolarge" in lower:
+    if "task size too large" in lower or "tasktoolarge" in lower:
         return TaskTooLargeError(message)
     if "scheduletime" in lower or "eta" in lower.split():
         return InvalidEtaError(message)

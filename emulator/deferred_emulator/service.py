@@ -34,6 +34,10 @@ MAX_ETA_S = 30 * 24 * 3600
 TASK_NAME_DOC = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.name"
 QUEUE_NAME_DOC = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#Queue.FIELDS.name"
 MAX_TASKS_PER_BATCH = 100
+#: The Cloud Tasks API's limit (about 1 MiB of stored task; App Engine's 100 KiB is ``--max-task-size``).
+CLOUD_TASKS_MAX_TASK_SIZE = 1024 * 1024
+#: Production's refusal of a task over the limit (shared/conformance errors.json).
+TASK_TOO_LARGE = "Task size too large"
 #: How long a deleted queue's name stays reserved (production: about 7 days; shortened locally).
 QUEUE_TOMBSTONE_S = 60.0
 DEFAULT_QUEUE = "default"
@@ -41,6 +45,19 @@ TASK_GONE = (
     "The task no longer exists, though a task with this name existed recently."
     " The task either successfully completed or was deleted."
 )
+
+
+def task_too_large(size: int, max_size: int | None) -> InvalidArgument:
+    """Production's refusal, word for word; the measure and the limit go in an ``ErrorInfo`` detail."""
+    limit = max_size or CLOUD_TASKS_MAX_TASK_SIZE
+    source = "the Cloud Tasks API" if max_size is None else "App Engine (--max-task-size)"
+    info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "TASK_TOO_LARGE",
+        "domain": "deferred-emulator",
+        "metadata": {"taskSize": str(size), "maxTaskSize": str(limit), "limitOf": source},
+    }
+    return InvalidArgument(TASK_TOO_LARGE, [info])
 
 
 def task_size(new: NewTask) -> int:
@@ -181,8 +198,12 @@ class Emulator:
         """When a name used now becomes free again."""
         return self.now_us() + int(self.settings.tombstone_ttl_s * US)
 
-    async def validate(self, new: NewTask, now: int) -> NewTask:
-        """Check a task against the queue and App Engine's limits; name it (in place) if it has no name."""
+    async def validate(self, new: NewTask, now: int, max_size: int | None = None) -> NewTask:
+        """Check a task against the queue and the limits; name it (in place) if it has no name.
+
+        ``max_size`` is the largest task taken: the Cloud Tasks API's 1 MiB when None, App Engine's
+        (``app_engine_max_size``) on the App Engine paths.
+        """
         queue = self.queues.get(new.queue) or await self.get_queue(new.queue)
         if queue.mode == "pull":
             raise FailedPrecondition(
@@ -196,11 +217,8 @@ class Emulator:
         if new.headers:
             check_headers(new.headers, "task headers")
         size = task_size(new)
-        if size > self.settings.max_task_size:
-            raise InvalidArgument(
-                f"Task size too large (TaskTooLarge): the task is {size} bytes, over the"
-                f" {self.settings.max_task_size}-byte limit (--max-task-size)."
-            )
+        if size > (max_size or CLOUD_TASKS_MAX_TASK_SIZE):
+            raise task_too_large(size, max_size)
         if new.name:
             check_task_name(new.name)
             return new
@@ -208,12 +226,17 @@ class Emulator:
         new.name, new.generated_name = generate_task_name(), True
         return new
 
-    async def add_tasks(self, tasks: Sequence[NewTask]) -> list[Task]:
-        """Validate and store tasks atomically (all or none), then wake the dispatcher."""
+    @property
+    def app_engine_max_size(self) -> int:
+        """The largest task the App Engine paths take (``--max-task-size``, App Engine's 100 KiB by default)."""
+        return self.settings.max_task_size
+
+    async def add_tasks(self, tasks: Sequence[NewTask], max_size: int | None = None) -> list[Task]:
+        """Validate and store tasks atomically (all or none), then wake the dispatcher (``max_size``: see validate)."""
         if len(tasks) > MAX_TASKS_PER_BATCH:
             raise InvalidArgument(f"Too many tasks in one request: {len(tasks)} (at most {MAX_TASKS_PER_BATCH}).")
         now = self.now_us()
-        checked = [await self.validate(task, now) for task in tasks]
+        checked = [await self.validate(task, now, max_size) for task in tasks]
         names = [(t.queue, t.name) for t in checked]
         if len(set(names)) != len(names):
             raise InvalidArgument("The same task name appears twice in one request.")
@@ -238,9 +261,9 @@ class Emulator:
                 f" and this request adds {adding}."
             )
 
-    async def add_task(self, task: NewTask) -> Task:
-        """Validate and store one task."""
-        return (await self.add_tasks([task]))[0]
+    async def add_task(self, task: NewTask, max_size: int | None = None) -> Task:
+        """Validate and store one task (``max_size``: see validate)."""
+        return (await self.add_tasks([task], max_size))[0]
 
     async def get_task(self, queue: str, name: str) -> Task:
         """A task by queue and short name."""

@@ -57,7 +57,7 @@ async def batch_add(request: web.Request) -> web.Response:
             raise InvalidArgument(f"tasks[{i}].queue must be a string.")
         path = paths.get(queue) or paths.setdefault(queue, _queue_path(request, queue))
         news.append(task_from_json(item.get("task") or {}, queue, path, now))
-    added = await emulator.add_tasks(news)
+    added = await emulator.add_tasks(news, emulator.app_engine_max_size)
     view = response_view(data.get("responseView"))
     deadline = emulator.settings.dispatch_deadline_s
     return json_response({"tasks": [task_to_json(t, paths[t.queue], view, deadline) for t in added]})

@@ -19,6 +19,8 @@ from .stats import queue_stats
 from .tasks_json import response_view, task_from_json, task_to_json
 
 PREFIX = r"/{version:v2|v2beta3}/projects/{project}/locations/{location}"
+#: Sent by deferred_client's emulator backend: its tasks are App Engine's, with App Engine's size limit.
+DEFERRED_CLIENT_HEADER = "X-Deferred-Client"
 IAM_METHODS = ("getIamPolicy", "setIamPolicy", "testIamPermissions")
 #: The etag Google's IAM answers with for a policy that was never set.
 EMPTY_POLICY_ETAG = "ACAB"
@@ -134,7 +136,9 @@ async def tasks_collection(request: web.Request) -> web.Response:
     if request.method == "POST":
         data = await read_json(request, required=True)
         new = task_from_json(data.get("task"), queue, queue_path, emulator.now_us())
-        task = await emulator.add_task(new)
+        # The deferred client is App Engine's deferred library: its tasks keep App Engine's limit.
+        limit = emulator.app_engine_max_size if request.headers.get(DEFERRED_CLIENT_HEADER) else None
+        task = await emulator.add_task(new, limit)
         return json_response(task_to_json(task, queue_path, response_view(data.get("responseView")), deadline))
     view = response_view(request.query.get("responseView") and _maybe_int(request.query["responseView"]))
     size = page_size(request)

@@ -212,7 +212,7 @@ class DatastoreApi:
         del self.transactions[request.handle]
         if txn.tasks:
             try:
-                added = await emulator.add_tasks(txn.tasks)
+                added = await emulator.add_tasks(txn.tasks, emulator.app_engine_max_size)
             except Exception as exc:
                 raise ApplicationError(INTERNAL_ERROR, f"The transactional tasks could not be enqueued: {exc}") from exc
             for task in added:

@@ -190,7 +190,7 @@ class TaskQueueApi:
             for code in codes:
                 response.taskresult.add(result=code if code != OK else SKIPPED)
             return bytes(response.SerializeToString())
-        named = [await emulator.validate(new, now) for new in news]
+        named = [await emulator.validate(new, now, emulator.app_engine_max_size) for new in news]
         if any(add.HasField("transaction") for add in adds):
             try:
                 self.datastore.stage(adds[0].transaction, named)
@@ -208,7 +208,7 @@ class TaskQueueApi:
 
     async def _insert(self, emulator: Emulator, new: NewTask) -> int:
         try:
-            task = await emulator.add_task(new)
+            task = await emulator.add_task(new, emulator.app_engine_max_size)
         except TaskExists:
             return TASK_ALREADY_EXISTS
         except TaskTombstoned:
