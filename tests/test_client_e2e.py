@@ -188,8 +188,13 @@ def test_with_a_secret_only_signed_deliveries_run(app: AppServer, live_emulator:
     assert CALLS == [("record", (("signed",), {}))]
     # And requests with a bad signature (or none) are forbidden, even from loopback
     payload = serialize(record, "forged")
-    for signature in (sign("wrong-secret", "t1", payload), None):
-        headers = {"X-AppEngine-TaskName": "t1", "Content-Type": "application/octet-stream"}
+    for signature in (sign("wrong-secret", "default", "t1", 0, payload), None):
+        headers = {
+            "X-AppEngine-TaskName": "t1",
+            "X-AppEngine-QueueName": "default",
+            "X-AppEngine-TaskRetryCount": "0",
+            "Content-Type": "application/octet-stream",
+        }
         if signature:
             headers["X-Deferred-Signature"] = signature
         status, _ = http_post(app.url + "/_ah/queue/deferred", payload, headers)
@@ -224,7 +229,35 @@ async def test_a_deferred_delivery_as_the_app_receives_it(
     assert request.headers["X-AppEngine-QueueName"] == "default"
     assert request.headers["Content-Type"] == "application/octet-stream"
     assert request.headers["X-Custom"] == "1"
-    assert verify("s3", task.name, request.body, request.headers["X-Deferred-Signature"])
+    assert verify("s3", "default", task.name, 0, request.body, request.headers["X-Deferred-Signature"])
+
+
+def test_without_a_secret_the_emulator_makes_one_and_the_app_fetches_it(
+    app: AppServer, live_emulator: Callable[..., LiveEmulator]
+) -> None:
+    # Given an emulator and an app with no secret configured on either side
+    emulator = live_emulator(app_url=app.url)
+    # Then the emulator's deliveries, signed with the secret it made, run
+    defer(record, "first")
+    emulator.drain()
+    assert CALLS == [("record", (("first",), {}))]
+    # And the secret it hands out is the one kept in its database
+    status, data = emulator.call("GET", "/_emulator/v1/secret")
+    assert status == 200 and len(data["secret"]) >= 32
+    # And a delivery signed for one attempt cannot be replayed as another attempt, task or queue
+    payload = serialize(record, "replayed")
+    good = sign(data["secret"], "default", "t1", 0, payload)
+    for queue, name, retry in (("default", "t1", "1"), ("default", "t2", "0"), ("other", "t1", "0")):
+        headers = {
+            "X-AppEngine-TaskName": name,
+            "X-AppEngine-QueueName": queue,
+            "X-AppEngine-TaskRetryCount": retry,
+            "X-Deferred-Signature": good,
+            "Content-Type": "application/octet-stream",
+        }
+        status, _ = http_post(app.url + "/_ah/queue/deferred", payload, headers)
+        assert status == 403, (queue, name, retry)
+    assert len(CALLS) == 1
 
 
 def test_target_routes_to_the_service(

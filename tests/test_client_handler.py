@@ -59,25 +59,48 @@ async def failing_coroutine() -> None:
     raise SingularTaskFailure()
 
 
+#: The secret the app shares with the emulator in these tests (set for each test by ``fresh``).
+KEY = "test-key"
+AUTO = "auto"
+
+
 @pytest.fixture(autouse=True)
-def fresh(configured: None) -> None:
+def fresh(configured: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, KEY)
     CALLS.clear()
     LOOP_THREADS.clear()
+
+
+def signed(task_name: str, body: bytes, secret: str = KEY, queue: str = "default", retry: str = "0") -> str:
+    """The signature the emulator puts on the first attempt of a task in ``queue``."""
+    return sign(secret, queue, task_name, retry, body)
+
+
+def signed_headers(task_name: str, body: bytes, secret: str = KEY) -> dict[str, str]:
+    """The headers of a signed first delivery."""
+    return {
+        "X-AppEngine-TaskName": task_name,
+        "X-AppEngine-QueueName": "default",
+        "X-AppEngine-TaskRetryCount": "0",
+        "X-Deferred-Signature": signed(task_name, body, secret),
+    }
 
 
 # -- signing ------------------------------------------------------------------------------------
 
 
-def test_signature_covers_the_task_name_and_the_body() -> None:
-    signature = sign("secret", "task1", b"body")
+def test_signature_covers_the_queue_the_task_name_the_retry_count_and_the_body() -> None:
+    signature = sign("secret", "q", "task1", 0, b"body")
     assert len(signature) == 64
-    assert verify("secret", "task1", b"body", signature)
-    assert verify(b"secret", "task1", b"body", signature)
-    assert not verify("secret", "task2", b"body", signature)
-    assert not verify("secret", "task1", b"body!", signature)
-    assert not verify("other", "task1", b"body", signature)
-    assert not verify("secret", "task1", b"body", "")
-    assert not verify("secret", "task1", b"body", "é" * 64)  # non-ASCII: refused, not an error
+    assert verify("secret", "q", "task1", "0", b"body", signature)
+    assert verify(b"secret", "q", "task1", 0, b"body", signature)
+    assert not verify("secret", "q", "task2", 0, b"body", signature)
+    assert not verify("secret", "other", "task1", 0, b"body", signature)
+    assert not verify("secret", "q", "task1", 1, b"body", signature)
+    assert not verify("secret", "q", "task1", 0, b"body!", signature)
+    assert not verify("other", "q", "task1", 0, b"body", signature)
+    assert not verify("secret", "q", "task1", 0, b"body", "")
+    assert not verify("secret", "q", "task1", 0, b"body", "\u00e9" * 64)  # non-ASCII: refused, not an error
 
 
 # -- WSGI ---------------------------------------------------------------------------------------
@@ -89,7 +112,7 @@ def environ(
     method: str = "POST",
     task_name: str | None = "task1",
     remote: str = "127.0.0.1",
-    signature: str | None = None,
+    signature: str | None = AUTO,
     content_length: bool = True,
 ) -> dict[str, Any]:
     env: dict[str, Any] = {
@@ -105,6 +128,8 @@ def environ(
         env["CONTENT_LENGTH"] = str(len(body))
     if task_name is not None:
         env["HTTP_X_APPENGINE_TASKNAME"] = task_name
+    if signature == AUTO:
+        signature = signed(task_name or "", body)
     if signature is not None:
         env["HTTP_X_DEFERRED_SIGNATURE"] = signature
     return env
@@ -164,27 +189,33 @@ def test_wsgi_runs_coroutine_functions() -> None:
     assert CALLS == [("coroutine", "c")]
 
 
-def test_wsgi_refuses_non_loopback_peers_without_a_secret() -> None:
-    for remote in ("10.1.2.3", "0.1.0.2", "", "::ffff:10.0.0.1"):
-        status, _, body = call_wsgi(deferred_client.application, environ(serialize(record, 1), remote=remote))
+def test_wsgi_refuses_unsigned_deliveries_from_any_peer() -> None:
+    for remote in ("10.1.2.3", "127.0.0.1", "::1", ""):
+        status, _, body = call_wsgi(
+            deferred_client.application, environ(serialize(record, 1), remote=remote, signature=None)
+        )
         assert status == 403, remote
-        assert SECRET_ENV.encode() in body
-    for remote in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
-        status, _, _ = call_wsgi(deferred_client.application, environ(serialize(record, remote), remote=remote))
-        assert status == 200, remote
-    assert len(CALLS) == 4
+        assert b"X-Deferred-Signature" in body
+    assert CALLS == []
 
 
-def test_wsgi_with_a_secret_needs_a_valid_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wsgi_needs_a_valid_signature_for_this_queue_task_and_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, "s3cret")
     payload = serialize(record, "signed")
-    # No signature, a wrong one, or one for another task: 403, even from loopback
-    for signature in (None, "0" * 64, sign("s3cret", "other-task", payload), sign("wrong", "task1", payload)):
+    wrong = (
+        None,
+        "0" * 64,
+        signed("other-task", payload, "s3cret"),
+        signed("task1", payload, "wrong"),
+        signed("task1", payload, "s3cret", queue="other"),
+        signed("task1", payload, "s3cret", retry="1"),
+    )
+    for signature in wrong:
         status, _, body = call_wsgi(deferred_client.application, environ(payload, signature=signature))
         assert status == 403
         assert b"X-Deferred-Signature" in body
     # A valid signature is accepted from anywhere
-    good = sign("s3cret", "task1", payload)
+    good = signed("task1", payload, "s3cret")
     status, _, _ = call_wsgi(deferred_client.application, environ(payload, signature=good, remote="192.0.2.1"))
     assert status == 200
     assert CALLS == [("record", "signed")]
@@ -193,7 +224,7 @@ def test_wsgi_with_a_secret_needs_a_valid_signature(monkeypatch: pytest.MonkeyPa
 def test_wsgi_handler_with_its_own_secret() -> None:
     app = WSGIHandler(secret="mine")
     payload = serialize(record, 1)
-    assert call_wsgi(app, environ(payload, signature=sign("mine", "task1", payload)))[0] == 200
+    assert call_wsgi(app, environ(payload, signature=signed("task1", payload, "mine")))[0] == 200
     assert call_wsgi(app, environ(payload))[0] == 403
 
 
@@ -244,10 +275,14 @@ async def call_asgi(
     client: tuple[str, int] | None = ("127.0.0.1", 5555),
     headers: list[tuple[bytes, bytes]] | None = None,
     method: str = "POST",
+    sign_it: bool = True,
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     raw = list(headers or [])
     if task_name is not None:
         raw.append((b"x-appengine-taskname", task_name.encode()))
+        raw += [(b"x-appengine-queuename", b"default"), (b"x-appengine-taskretrycount", b"0")]
+        if sign_it and not any(k == b"x-deferred-signature" for k, _ in raw):
+            raw.append((b"x-deferred-signature", signed(task_name, body).encode()))
     scope = {"type": "http", "method": method, "path": "/_ah/queue/deferred", "headers": raw, "client": client}
     chunks = [body[: len(body) // 2], body[len(body) // 2 :]]
     sent: list[dict[str, Any]] = []
@@ -280,8 +315,8 @@ async def test_asgi_semantics() -> None:
     assert (await call_asgi(app, b"junk"))[0] == 200
     assert (await call_asgi(app, serialize(fail_once)))[:3:2] == (408, b"SingularTaskFailure")
     assert (await call_asgi(app, serialize(crash)))[:3:2] == (500, b"RuntimeError: boom")
-    assert (await call_asgi(app, serialize(record, 1), client=("203.0.113.9", 1)))[0] == 403
-    assert (await call_asgi(app, serialize(record, 1), client=None))[0] == 403
+    assert (await call_asgi(app, serialize(record, 1), sign_it=False))[0] == 403
+    assert (await call_asgi(app, serialize(record, 1), client=None, sign_it=False))[0] == 403
     assert (await call_asgi(app, b"", method="GET"))[0] == 405
     assert CALLS == []
 
@@ -295,7 +330,7 @@ async def test_asgi_awaits_coroutines_on_the_loop() -> None:
 async def test_asgi_signature() -> None:
     app = ASGIHandler(secret="k")
     payload = serialize(record, "s")
-    good = [(b"x-deferred-signature", sign("k", "task1", payload).encode())]
+    good = [(b"x-deferred-signature", signed("task1", payload, "k").encode())]
     assert (await call_asgi(app, payload, client=("198.51.100.1", 1), headers=good))[0] == 200
     assert (await call_asgi(app, payload, headers=[(b"x-deferred-signature", b"00")]))[0] == 403
     assert CALLS == [("record", "s")]
@@ -323,17 +358,16 @@ async def test_aiohttp_handler(aiohttp_client: Callable[..., Awaitable[Any]]) ->
     deferred_client.add_aiohttp_route(app)
     client = await aiohttp_client(app)
     url = "/_ah/queue/deferred"
-    ok = await client.post(url, data=serialize(record, "aio"), headers={"X-AppEngine-TaskName": "t"})
+    ok = await client.post(url, data=serialize(record, "aio"), headers=signed_headers("t", serialize(record, "aio")))
     assert (ok.status, await ok.text()) == (200, "Success")
     assert (await client.post(url, data=serialize(record, 1))).status == 403
-    assert (
-        await client.post(url, data=serialize(fail_permanently), headers={"X-AppEngine-TaskName": "t"})
-    ).status == 200
-    assert (await client.post(url, data=serialize(fail_once), headers={"X-AppEngine-TaskName": "t"})).status == 408
-    crashed = await client.post(url, data=serialize(crash), headers={"X-AppEngine-TaskName": "t"})
+    for call, status in ((fail_permanently, 200), (fail_once, 408)):
+        payload = serialize(call)
+        assert (await client.post(url, data=payload, headers=signed_headers("t", payload))).status == status
+    crashed = await client.post(url, data=serialize(crash), headers=signed_headers("t", serialize(crash)))
     assert (crashed.status, await crashed.text()) == (500, "RuntimeError: boom")
     assert (await client.get(url)).status == 405
-    await client.post(url, data=serialize(where_am_i), headers={"X-AppEngine-TaskName": "t"})
+    await client.post(url, data=serialize(where_am_i), headers=signed_headers("t", serialize(where_am_i)))
     assert CALLS == [("record", "aio")]
     assert LOOP_THREADS == [False]
 
@@ -346,9 +380,9 @@ async def test_aiohttp_handler_checks_signatures(
     app.router.add_post("/_ah/queue/deferred", deferred_client.aiohttp_handler)
     client = await aiohttp_client(app)
     payload = serialize(record, "ok")
-    headers = {"X-AppEngine-TaskName": "t", "X-Deferred-Signature": sign("k2", "t", payload)}
+    headers = signed_headers("t", payload, "k2")
     assert (await client.post("/_ah/queue/deferred", data=payload, headers=headers)).status == 200
-    headers["X-Deferred-Signature"] = sign("k2", "t", b"other")
+    headers["X-Deferred-Signature"] = signed("t", b"other", "k2")
     assert (await client.post("/_ah/queue/deferred", data=payload, headers=headers)).status == 403
     assert CALLS == [("record", "ok")]
 
@@ -378,15 +412,15 @@ def block() -> None:
     assert release.wait(5)
 
 
-async def test_aiohttp_handler_refuses_non_loopback_peers_without_a_secret() -> None:
-    # Given a delivery to the aiohttp handler from another machine, with no secret configured
+async def test_aiohttp_handler_refuses_unsigned_deliveries_even_from_loopback() -> None:
+    # Given an unsigned delivery to the aiohttp handler from a loopback peer
     from unittest import mock
 
     from aiohttp.test_utils import make_mocked_request
 
     transport = mock.Mock()
-    transport.get_extra_info.return_value = ("203.0.113.9", 4000)
-    payload = serialize(record, "remote")
+    transport.get_extra_info.return_value = ("127.0.0.1", 4000)
+    payload = serialize(record, "local")
 
     async def body() -> bytes:
         return payload
@@ -398,16 +432,10 @@ async def test_aiohttp_handler_refuses_non_loopback_peers_without_a_secret() -> 
     # When it is handled, then it is refused and nothing ran
     response = await deferred_client.aiohttp_handler(request)
     assert response.status == 403
-    assert "203.0.113.9" in (response.text or "")
     assert CALLS == []
-    # And the same delivery signed with the app's secret runs
-    with mock.patch.dict("os.environ", {SECRET_ENV: "k3"}):
-        signed = make_mocked_request(
-            "POST",
-            "/_ah/queue/deferred",
-            headers={"X-AppEngine-TaskName": "t", "X-Deferred-Signature": sign("k3", "t", payload)},
-            transport=transport,
-        )
-        signed.read = body  # type: ignore[method-assign]
-        assert (await deferred_client.aiohttp_handler(signed)).status == 200
-    assert CALLS == [("record", "remote")]
+    # And the same delivery signed with the app's secret runs, from any peer
+    transport.get_extra_info.return_value = ("203.0.113.9", 4000)
+    good = make_mocked_request("POST", "/_ah/queue/deferred", headers=signed_headers("t", payload), transport=transport)
+    good.read = body  # type: ignore[method-assign]
+    assert (await deferred_client.aiohttp_handler(good)).status == 200
+    assert CALLS == [("record", "local")]

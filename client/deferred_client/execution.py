@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 from .config import SECRET_ENV, current_config
 from .errors import PermanentTaskFailure, SingularTaskFailure
 from .serialize import run
-from .signing import verify
+from .signing import SecretUnavailable, emulator_secret, forget_secrets, verify
 
 __all__ = ["Reply", "TaskRequest", "execute", "execute_async", "refusal", "set_log_level"]
 
@@ -82,17 +81,15 @@ class Reply:
 SUCCESS = Reply(200, "Success")
 
 
-def is_loopback(peer: str | None) -> bool:
-    """Whether ``peer`` is a loopback address (127.0.0.0/8, ::1, or IPv4-mapped loopback)."""
-    if not peer:
+def _signed(request: TaskRequest, secret: str) -> bool:
+    headers = request.headers
+    signature = headers.get(SIGNATURE)
+    if not signature:
         return False
-    try:
-        ip = ipaddress.ip_address(peer.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
+    prefix = "x-appengine-" if TASK_NAME in headers else "x-cloudtasks-"
+    queue = headers.get(prefix + "queuename", "")
+    retry_count = headers.get(prefix + "taskretrycount", "")
+    return verify(secret, queue, request.task_name, retry_count, request.body, signature)
 
 
 def _forbidden(message: str) -> Reply:
@@ -114,18 +111,20 @@ def refusal(request: TaskRequest, secret: str | None = None) -> Reply | None:
         return refused
     if TASK_NAME not in request.headers:
         return _forbidden(XSRF + "The header 'X-AppEngine-Taskname' was not set.")
-    secret = secret if secret is not None else config.secret
-    if secret:
-        signature = request.headers.get(SIGNATURE)
-        if not signature or not verify(secret, request.task_name, request.body, signature):
-            return _forbidden(
-                XSRF + "The X-Deferred-Signature header is missing or wrong: the request was not signed by the task"
-                f" queue emulator with this app's secret ({SECRET_ENV})."
-            )
-    elif not is_loopback(request.peer):
+    secret = secret or config.secret
+    if not secret:
+        try:
+            secret = emulator_secret(config.base_url)
+        except SecretUnavailable as exc:
+            # 503, not 403: the emulator retries, and the next attempt may find it reachable.
+            logger.error("%s", exc)
+            return Reply(503, f"Cannot check the delivery's signature: {exc}.")
+    if not _signed(request, secret):
+        forget_secrets()  # a new emulator database has a new secret: look again on the next delivery
         return _forbidden(
-            XSRF + f"The request came from {request.peer or 'an unknown address'}, not from a loopback address, and no"
-            f" secret is configured: set {SECRET_ENV} (and run the emulator with --secret) to accept it."
+            XSRF + "The X-Deferred-Signature header is missing or wrong: the request was not signed by the task"
+            f" queue emulator for this queue, task and attempt (set {SECRET_ENV} as the emulator's --secret,"
+            " or leave both unset)."
         )
     _log_headers(request)
     return None

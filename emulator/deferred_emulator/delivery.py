@@ -166,8 +166,8 @@ def build_headers(task: Task, settings: Settings) -> dict[str, str]:
     # App Engine's default; HTTP targets get no Content-Type the task did not set.
     if task.body and task.kind is TargetKind.APP_ENGINE and "Content-Type" not in headers:
         headers["Content-Type"] = "application/octet-stream"
-    if settings.secret:
-        headers["X-Deferred-Signature"] = sign(settings.secret, task.name, task.body)
+    if settings.secret:  # always set once the emulator has started (see Emulator.start)
+        headers["X-Deferred-Signature"] = sign(settings.secret, task.queue, task.name, task.retry_count, task.body)
     return headers
 
 

@@ -124,6 +124,9 @@ class Emulator:
             self.queues[queue.name] = queue
         if DEFAULT_QUEUE not in self.queues:
             await self.put_queue(QueueConfig(DEFAULT_QUEUE, source="default", created_us=self.now_us()))
+        if not self.settings.secret:
+            # Deliveries are always signed; the handlers fetch this secret from the emulator when the app has none.
+            self.settings = replace(self.settings, secret=await self.store.delivery_secret())
         released = await self.store.release_leases()
         if released:
             logger.info("%d task(s) leased before the last stop will be delivered again", released)

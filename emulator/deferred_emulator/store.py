@@ -110,6 +110,16 @@ class Store(Access):
             await self._reader.close()
         await self.db.close()
 
+    async def delivery_secret(self) -> str:
+        """The secret deliveries are signed with when none is configured: made once, kept in the database."""
+        row = await self._one("SELECT value FROM meta WHERE key='delivery_secret'")
+        if row is not None:
+            return str(row[0])
+        secret = secrets.token_urlsafe(32)
+        await self._exec("INSERT OR IGNORE INTO meta (key, value) VALUES ('delivery_secret', ?)", (secret,))
+        row = await self._one("SELECT value FROM meta WHERE key='delivery_secret'")
+        return str(row[0])
+
     # -- queues ---------------------------------------------------------------------------------
 
     async def load_queues(self) -> list[QueueConfig]:

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from ..errors import InvalidArgument, Unsupported
+from ..errors import InvalidArgument, PermissionDenied, Unsupported
 from ..guard import media_type, read_body
 from ..rates import rate_label
 from ..throughput import FLOW_MINUTES
@@ -169,10 +169,24 @@ async def flow(request: web.Request) -> web.Response:
     return json_response({"now": now, "minutes": FLOW_MINUTES, "queues": queues})
 
 
+async def delivery_secret(request: web.Request) -> web.Response:
+    """The secret deliveries are signed with, for the app's handlers; never for a web page."""
+    # The guard has checked Host (no DNS rebinding). A page's fetch carries Origin or Sec-Fetch-Site;
+    # without CORS it could not read the answer anyway, but it gets none at all.
+    fetch_site = request.headers.get("Sec-Fetch-Site", "none").lower()
+    if "Origin" in request.headers or fetch_site != "none":
+        raise PermissionDenied("The signing secret is for programs on this machine, not for web pages.")
+    secret = emulator_of(request).settings.secret or ""
+    response = json_response({"secret": secret})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def routes() -> list[web.RouteDef]:
     """The extension routes."""
     return [
         web.get(PREFIX + "/health", health),
+        web.get(PREFIX + "/secret", delivery_secret),
         web.post(PREFIX + "/tasks:batchAdd", batch_add),
         web.post(PREFIX + "/entities", put_entity),
         web.get(PREFIX + "/entities/{key}", get_entity),

@@ -146,6 +146,7 @@ OPERATIONS: tuple[Op, ...] = (
         "POST", V2 + "/queues/{queue}/tasks/{task}:run", "Run a task now.", body="RunTaskRequest", answer="Task", tag=CT
     ),
     Op("GET", EXT + "/health", "Liveness, version and the task size limit.", answer="Health"),
+    Op("GET", EXT + "/secret", "The secret deliveries are signed with (for local programs).", answer="DeliverySecret"),
     Op(
         "POST",
         EXT + "/tasks:batchAdd",

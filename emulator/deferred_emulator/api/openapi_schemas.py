@@ -193,6 +193,11 @@ SCHEMAS: dict[str, Schema] = {
             "dispatch": {"type": "boolean"},
         },
     },
+    "DeliverySecret": {
+        "type": "object",
+        "required": ["secret"],
+        "properties": {"secret": {"type": "string"}},
+    },
     "Stats": {
         "type": "object",
         "properties": {"queues": {"type": "array", "items": ref("Queue")}, "now": TIMESTAMP},
