@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from deferred_emulator.api.common import runtime_key
 from deferred_emulator.app import create_app, note_bound
 from deferred_emulator.dispatcher import Dispatcher
+from deferred_emulator.frontdoor import FrontSite
 from deferred_emulator.service import Emulator
 from deferred_emulator.settings import Settings
 
@@ -109,6 +111,11 @@ class Handle:
     http: aiohttp.ClientSession
 
     @property
+    def host(self) -> str:
+        """``host:port``, where gRPC clients connect (emulators of ``make_front_emulator``)."""
+        return self.url.split("://", 1)[1]
+
+    @property
     def emulator(self) -> Emulator:
         return self.app[runtime_key].emulator
 
@@ -157,6 +164,32 @@ async def make_emulator(
     yield factory
     for session in reversed(sessions):
         await session.close()
+
+
+@pytest.fixture
+async def make_front_emulator(tmp_path: Path) -> AsyncIterator[MakeEmulator]:
+    """Start emulators served as ``serve`` serves them: REST and gRPC on one port (``Handle.host``)."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def factory(**overrides: Any) -> Handle:
+        overrides.setdefault("db_path", str(tmp_path / "tasks.sqlite3"))
+        overrides.setdefault("port", 0)
+        app = create_app(Settings(**overrides))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        sock = socket.create_server(("127.0.0.1", 0))
+        await FrontSite(runner, sock).start()
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Handle(f"http://127.0.0.1:{sock.getsockname()[1]}", app, session)
+
+    yield factory
+    for session in reversed(sessions):
+        await session.close()
+    for runner in reversed(runners):
+        await runner.cleanup()
 
 
 @pytest.fixture

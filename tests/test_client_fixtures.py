@@ -21,23 +21,24 @@ import deferred_client
 import pytest
 from aiohttp import web
 from deferred_emulator.app import create_app, note_bound
+from deferred_emulator.frontdoor import FrontSite
 from deferred_emulator.settings import Settings
 
 
 class AiohttpThread:
     """An aiohttp application served on 127.0.0.1 by an event loop in a thread of its own."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, *, front: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="aiohttp-server", daemon=True)
         self.thread.start()
         self.runner = web.AppRunner(app, access_log=None)
         self._run(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self._run(site.start())
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        sock = socket.create_server(("127.0.0.1", 0))
+        # The emulator's own site serves gRPC on the same port; a plain one serves only HTTP.
+        self.site = FrontSite(self.runner, sock) if front else web.SockSite(self.runner, sock)
+        self._run(self.site.start())
+        self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
     def _run(self, coro: Any) -> Any:
@@ -60,7 +61,7 @@ class LiveEmulator(AiohttpThread):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         app = create_app(settings)
-        super().__init__(app)
+        super().__init__(app, front=True)
         note_bound(app, self.port)
         self.host = f"127.0.0.1:{self.port}"
 

@@ -1,17 +1,19 @@
-"""Google's own Cloud Tasks client (REST transport) against the emulator."""
+"""Google's own Cloud Tasks client against the emulator, over gRPC (its default) and REST, on one port."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import grpc
 import pytest
 from conftest import RecordingApp
 from google.api_core import exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.iam.v1 import policy_pb2
 from google.protobuf import duration_pb2
 from test_client_fixtures import LiveEmulator
@@ -19,18 +21,34 @@ from test_client_fixtures import LiveEmulator
 pytest_plugins = ["test_client_fixtures"]
 
 PROJECT, LOCATION = "my-project", "us-central1"
+MakeClient = Callable[[LiveEmulator], tasks_v2.CloudTasksClient]
 
 
-def make_client(emulator: LiveEmulator) -> tasks_v2.CloudTasksClient:
-    return tasks_v2.CloudTasksClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=emulator.url),
-    )
+@pytest.fixture(params=["grpc", "rest"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[MakeClient]:
+    """Google's client on one transport, pointed at an emulator's one port (closed after the test)."""
+    clients: list[tasks_v2.CloudTasksClient] = []
+
+    def make(emulator: LiveEmulator) -> tasks_v2.CloudTasksClient:
+        if request.param == "grpc":
+            channel = grpc.insecure_channel(emulator.host)
+            client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        else:
+            client = tasks_v2.CloudTasksClient(
+                transport="rest",
+                credentials=AnonymousCredentials(),
+                client_options=ClientOptions(api_endpoint=emulator.url),
+            )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.transport.close()
 
 
 async def test_create_list_and_deliver_an_app_engine_task(
-    live_emulator: Callable[..., LiveEmulator], app_server: RecordingApp
+    live_emulator: Callable[..., LiveEmulator], app_server: RecordingApp, make_client: MakeClient
 ) -> None:
     # Given an emulator delivering to a real app, and Google's client pointed at it
     emulator = live_emulator(app_url=app_server.url, dispatch=False)
@@ -68,7 +86,7 @@ async def test_create_list_and_deliver_an_app_engine_task(
 
 
 async def test_queue_lifecycle_and_errors_raise_the_clients_exceptions(
-    live_emulator: Callable[..., LiveEmulator],
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
 ) -> None:
     emulator = live_emulator()
     client = make_client(emulator)
@@ -88,7 +106,7 @@ async def test_queue_lifecycle_and_errors_raise_the_clients_exceptions(
         assert client.resume_queue(name=name).state == tasks_v2.Queue.State.RUNNING
         client.purge_queue(name=name)
         # Then errors come back as the client's own exceptions
-        with pytest.raises(exceptions.Conflict):  # REST maps 409 to Conflict
+        with pytest.raises(exceptions.Conflict):  # REST's 409 and gRPC's ALREADY_EXISTS (a Conflict) alike
             client.create_queue(parent=location, queue=tasks_v2.Queue(name=name))
         with pytest.raises(exceptions.NotFound):
             client.get_queue(name=client.queue_path(PROJECT, LOCATION, "missing"))
@@ -108,7 +126,9 @@ async def test_queue_lifecycle_and_errors_raise_the_clients_exceptions(
     await asyncio.to_thread(scenario)
 
 
-async def test_locations_and_queue_iam_policies(live_emulator: Callable[..., LiveEmulator]) -> None:
+async def test_locations_and_queue_iam_policies(
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
+) -> None:
     emulator = live_emulator()
     client = make_client(emulator)
     name = client.queue_path(PROJECT, LOCATION, "default")

@@ -169,6 +169,29 @@ def test_api_errors_are_raised(deferred_emulator: DeferredEmulator) -> None:
     assert info.value.status == 404
 
 
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+def test_googles_client_reaches_the_fixture_on_either_transport(
+    deferred_emulator: DeferredEmulator, transport: str
+) -> None:
+    # Given Google's client from the fixture (gRPC on the same host:port as REST)
+    assert deferred_emulator.grpc_target == deferred_emulator.host
+    from google.cloud import tasks_v2
+
+    with deferred_emulator.cloud_tasks_client(transport) as client:
+        # When it creates a task
+        parent = client.queue_path("local-project", "us-central1", "default")
+        request = tasks_v2.HttpRequest(url="http://127.0.0.1:9/hook", body=b"ping")
+        created = client.create_task(parent=parent, task=tasks_v2.Task(http_request=request))
+    # Then the helpers see it
+    [task] = deferred_emulator.tasks()
+    assert (task.name, task.payload, task.url) == (created.name.rsplit("/", 1)[1], b"ping", "http://127.0.0.1:9/hook")
+
+
+def test_the_client_helper_names_its_transports(deferred_emulator: DeferredEmulator) -> None:
+    with pytest.raises(ValueError, match="'grpc' or 'rest'"):
+        deferred_emulator.cloud_tasks_client("http")
+
+
 @pytest.mark.parametrize("deferred_emulator_settings", [{"secret": "s3cret", "max_task_size": 200}])
 def test_settings_can_be_overridden(deferred_emulator: DeferredEmulator) -> None:
     # Given an emulator that signs deliveries and takes only small tasks

@@ -16,10 +16,12 @@ import click
 from aiohttp import web
 
 from .api.common import runtime_key
+from .api.grpc.server import GrpcServerError
 from .app import create_app, note_bound
 from .cli_inspect import COMMANDS as INSPECT_COMMANDS
 from .cli_tail import tail
 from .dblock import DatabaseInUse, DatabaseLock
+from .frontdoor import FrontSite
 from .gae_env import gae_env
 from .queuesync import describe
 from .queueyaml import QueueYamlError, load_queue_yaml
@@ -29,7 +31,8 @@ from .store import Store, StoreError
 logger = logging.getLogger(__name__)
 
 HOST_HELP = "Address to bind; 0.0.0.0 exposes the emulator to your network (don't, outside a container)."
-PORT_HELP = "Port to bind; 0 picks a free one."
+PORT_HELP = "Port to bind (REST and gRPC alike); 0 picks a free one."
+GRPC_PORT_HELP = "Also serve gRPC alone on this port (0 picks a free one); the main port serves gRPC anyway."
 APP_URL_HELP = "Base URL of your app, where App Engine tasks are POSTed."
 TARGET_HELP = "Base URL for a service named by a task's or queue's target, as SERVICE=URL (repeatable)."
 DB_HELP = "SQLite file that keeps tasks across restarts, or :memory:."
@@ -114,6 +117,7 @@ cli.add_command(tail)
 @cli.command()
 @click.option("--host", default="127.0.0.1", envvar=ENV + "HOST", show_default=True, help=HOST_HELP)
 @click.option("--port", "-p", type=int, default=None, envvar=ENV + "PORT", help=PORT_HELP + "  [default: 8123]")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None, envvar=ENV + "GRPC_PORT", help=GRPC_PORT_HELP)
 @click.option(
     "--app-url", default="http://localhost:8080", envvar=ENV + "APP_URL", show_default=True, help=APP_URL_HELP
 )
@@ -193,6 +197,7 @@ def serve(
         tombstone_ttl_s=float(str(flags["tombstone_ttl"])),
         allowed_hosts=tuple(cast("tuple[str, ...]", flags["allowed_hosts"])),
         oidc_issuer=check_issuer(flags["oidc_issuer"]),
+        grpc_port=cast("int | None", flags["grpc_port"]),
     )
     check_queue_yaml(settings.queue_yaml)
     lock = lock_db(settings.db_path)
@@ -202,8 +207,9 @@ def serve(
             sock = socket.create_server((settings.host, settings.port), reuse_port=False)
         except OSError as exc:
             raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        check_port_free(settings.host, settings.grpc_port)
         asyncio.run(run_server(settings, sock))
-    except (StoreError, QueueYamlError) as exc:
+    except (StoreError, QueueYamlError, GrpcServerError) as exc:
         raise CliError(str(exc)) from None
     finally:
         lock.release()
@@ -218,6 +224,16 @@ def check_issuer(value: object) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise CliError(f"--oidc-issuer {value!r}: expected a URL such as http://tasks-emulator:8123")
     return text
+
+
+def check_port_free(host: str, port: int | None) -> None:
+    """Fail with one line if ``port`` is taken (grpcio would log lines of its own before failing)."""
+    if not port:
+        return
+    try:
+        socket.create_server((host, port), reuse_port=False).close()
+    except OSError as exc:
+        raise CliError(f"cannot listen for gRPC on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def check_queue_yaml(path: str | None) -> None:
@@ -273,11 +289,11 @@ async def run_server(settings: Settings, sock: socket.socket) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.SockSite(runner, sock)
+        site = FrontSite(runner, sock)
         await site.start()
         port = sock.getsockname()[1]
         note_bound(app, port)
-        click.echo(banner(app, settings, port), err=False)
+        click.echo(banner(app, settings, port, site.grpc_port), err=False)
         # What is loaded by now (modules, queues, the app) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it, which took 50 ms at a time mid-request.
         # Only here, where the process is the emulator's own, not in the pytest plugin's thread.
@@ -288,13 +304,15 @@ async def run_server(settings: Settings, sock: socket.socket) -> None:
         await runner.cleanup()
 
 
-def banner(app: web.Application, settings: Settings, port: int) -> str:
+def banner(app: web.Application, settings: Settings, port: int, grpc_port: int | None = None) -> str:
     """The few lines ``serve`` prints at start."""
     base = f"http://{settings.host}:{port}"
+    grpc_also = f" and {settings.host}:{grpc_port} (gRPC only)" if grpc_port is not None else ""
     emulator = app[runtime_key].emulator
     lines = [
         f"deferred-emulator listening on {base}",
         f"  API       {base}/v2/projects/{settings.project}/locations/{settings.location}/queues",
+        f"  gRPC      {settings.host}:{port}{grpc_also} (Cloud Tasks v2, v2beta3; no TLS)",
         f"  console   {base}/",
         f"  app       {settings.app_url}" + "".join(f"  {s}={u}" for s, u in settings.targets.items()),
         f"  db        {settings.db_path}",

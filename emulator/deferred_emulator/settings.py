@@ -25,6 +25,7 @@ class Settings:
     :param max_task_size: largest task accepted, in bytes (App Engine's 100 KiB by default).
     :param dispatch_deadline_s: default time an app has to answer a delivery.
     :param secret: shared secret used to sign deliveries (``X-Deferred-Signature``).
+    :param grpc_port: a port that serves gRPC alone, besides ``port`` (which serves both); None: none.
     :param allowed_hosts: ``Host`` names answered besides loopback ones (``--allowed-host``; ``*``: any).
     :param oidc_issuer: the ``iss`` of the OIDC tokens HTTP tasks carry (default ``http://{host}:{port}`` as bound).
     """
@@ -53,6 +54,7 @@ class Settings:
     max_in_flight: int = 200
     allowed_hosts: tuple[str, ...] = ()
     oidc_issuer: str | None = None
+    grpc_port: int | None = None
 
     def base_url_for(self, service: str | None) -> str:
         """The URL an App Engine task for ``service`` is delivered to."""

@@ -165,6 +165,8 @@ class DeferredEmulator:
         host_port = self.url.split("://", 1)[1]
         #: ``host:port``, the form of ``DEFERRED_EMULATOR_HOST``.
         self.host = host_port
+        #: where gRPC clients connect (``grpc.insecure_channel(emulator.grpc_target)``): the same port.
+        self.grpc_target = host_port
         self.parent = f"/v2/projects/{project}/locations/{location}"
         self._app_url_set = False
         self._cleanups = ExitStack()
@@ -197,6 +199,26 @@ class DeferredEmulator:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             raise EmulatorAPIError(resp.status, str(error.get("message", data)))
         return data
+
+    def cloud_tasks_client(self, transport: str = "grpc") -> Any:
+        """Google's ``tasks_v2.CloudTasksClient`` pointed at this emulator, over gRPC (or ``"rest"``).
+
+        Close it with ``client.transport.close()`` (or use it as a context manager).
+        """
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import tasks_v2
+
+        if transport == "rest":
+            from google.api_core.client_options import ClientOptions
+
+            options = ClientOptions(api_endpoint=self.url)
+            return tasks_v2.CloudTasksClient(transport="rest", client_options=options, credentials=AnonymousCredentials())
+        if transport != "grpc":
+            raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
+        import grpc
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(self.grpc_target)))
 
     # -- where tasks go -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ free to serve the app under test) and WSGI apps called synchronously alike.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from socketserver import ThreadingMixIn
@@ -16,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from aiohttp import web
 
 from .app import create_app, note_bound
+from .frontdoor import FrontSite
 from .settings import Settings
 
 T = TypeVar("T")
@@ -24,7 +26,7 @@ STEP_TIMEOUT_S = 30.0
 
 
 class EmulatorThread:
-    """The emulator (``create_app``) served by an event loop running in a daemon thread."""
+    """The emulator (``create_app``, REST and gRPC on one port) served by an event loop running in a daemon thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -44,11 +46,10 @@ class EmulatorThread:
 
     async def _start(self) -> int:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.host, self.settings.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        port = int(server.sockets[0].getsockname()[1])
+        sock = socket.create_server((self.settings.host, self.settings.port))
+        self.site = FrontSite(self.runner, sock)
+        await self.site.start()
+        port = int(sock.getsockname()[1])
         note_bound(self.runner.app, port)
         return port
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..errors import EmulatorError, InvalidArgument, NotFound, help_link
 from ..models import NewTask, QueueConfig, QueueState
-from ..service import QUEUE_NAME_DOC
+from ..service import QUEUE_NAME_DOC, Emulator
 from .common import emulator_of, json_response, page_size, read_json
 from .operations_json import operation_to_json
 from .queues_json import queue_changes, queue_to_json
@@ -41,11 +41,13 @@ def split_action(segment: str, allowed: tuple[str, ...]) -> tuple[str, str]:
     return name, action
 
 
-def _encode_token(eta_us: int, task_id: int) -> str:
+def encode_token(eta_us: int, task_id: int) -> str:
+    """A ListTasks page token: where the next page starts."""
     return base64.urlsafe_b64encode(f"{eta_us}:{task_id}".encode()).decode()
 
 
-def _decode_token(token: str) -> tuple[int, int]:
+def decode_token(token: str) -> tuple[int, int]:
+    """The position a ListTasks page token names (InvalidArgument if it is not one)."""
     try:
         eta, task_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
         return int(eta), int(task_id)
@@ -53,31 +55,34 @@ def _decode_token(token: str) -> tuple[int, int]:
         raise InvalidArgument("Invalid page token.") from exc
 
 
-async def list_queues(request: web.Request) -> web.Response:
-    """ListQueues."""
-    emulator = emulator_of(request)
-    parent = parent_of(request)
+def queues_page(
+    emulator: Emulator, parent: str, token: str | None, size: int, stats: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """A ListQueues answer: the queues after ``token``, in name order."""
     names = sorted(emulator.queues)
-    token = request.query.get("pageToken")
     if token:
         try:
             after = base64.urlsafe_b64decode(token.encode() + b"==").decode("utf-8", "replace")
         except (ValueError, binascii.Error) as exc:
             raise InvalidArgument("Invalid page token.") from exc
         names = [n for n in names if n > after]
-    size = page_size(request, 100, 9800)
-    stats = await queue_stats(request)
     out: dict[str, Any] = {"queues": [queue_to_json(emulator.queues[n], parent, stats.get(n)) for n in names[:size]]}
     if len(names) > size:
         out["nextPageToken"] = base64.urlsafe_b64encode(names[size - 1].encode()).decode()
-    return json_response(out)
+    return out
 
 
-async def create_queue(request: web.Request) -> web.Response:
-    """CreateQueue: the body is the Queue itself."""
-    emulator = emulator_of(request)
-    parent = parent_of(request)
-    data = await read_json(request, required=True)
+async def list_queues(request: web.Request) -> web.Response:
+    """ListQueues."""
+    size = page_size(request, 100, 9800)
+    page = queues_page(
+        emulator_of(request), parent_of(request), request.query.get("pageToken"), size, await queue_stats(request)
+    )
+    return json_response(page)
+
+
+def new_queue_id(data: dict[str, Any], parent: str) -> str:
+    """The id of the queue a CreateQueue body names, checked against the parent it is created under."""
     name = data.get("name")
     if not isinstance(name, str) or "/queues/" not in name or not name.startswith("projects/"):
         raise InvalidArgument(
@@ -87,7 +92,15 @@ async def create_queue(request: web.Request) -> web.Response:
     prefix, _, queue_id = name.rpartition("/queues/")
     if prefix != parent:
         raise InvalidArgument(f"{name} must begin with {parent}.")
-    base = QueueConfig(queue_id)
+    return queue_id
+
+
+async def create_queue(request: web.Request) -> web.Response:
+    """CreateQueue: the body is the Queue itself."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    data = await read_json(request, required=True)
+    base = QueueConfig(new_queue_id(data, parent))
     queue = await emulator.create_queue(base.with_changes(**queue_changes(data, base)))
     return json_response(queue_to_json(queue, parent))
 
@@ -143,11 +156,11 @@ async def tasks_collection(request: web.Request) -> web.Response:
     view = response_view(request.query.get("responseView") and _maybe_int(request.query["responseView"]))
     size = page_size(request)
     token = request.query.get("pageToken")
-    tasks = await emulator.list_tasks(queue, limit=size + 1, after=_decode_token(token) if token else None)
+    tasks = await emulator.list_tasks(queue, limit=size + 1, after=decode_token(token) if token else None)
     out: dict[str, Any] = {"tasks": [task_to_json(t, queue_path, view, deadline) for t in tasks[:size]]}
     if len(tasks) > size:
         last = tasks[size - 1]
-        out["nextPageToken"] = _encode_token(last.eta_us, last.id)
+        out["nextPageToken"] = encode_token(last.eta_us, last.id)
     return json_response(out)
 
 
@@ -243,8 +256,12 @@ async def get_operation(request: web.Request) -> web.Response:
 
 async def get_location(request: web.Request) -> web.Response:
     """GetLocation: the emulator answers for any location."""
-    loc = request.match_info["location"]
-    return json_response({"name": parent_of(request), "locationId": loc})
+    return json_response(location_json(request.match_info["project"], request.match_info["location"]))
+
+
+def location_json(project: str, location: str) -> dict[str, Any]:
+    """A Location: the emulator answers for any."""
+    return {"name": f"projects/{project}/locations/{location}", "locationId": location}
 
 
 async def iam_method(request: web.Request, queue: str, method: str) -> dict[str, Any]:
@@ -253,10 +270,15 @@ async def iam_method(request: web.Request, queue: str, method: str) -> dict[str,
     Nothing is enforced locally, so every permission asked about is granted; a policy set is kept
     (in memory) and read back, so code that manages its queues' policies runs unchanged.
     """
-    emulator = emulator_of(request)
     data = await read_json(request)
+    return await iam_answer(emulator_of(request), request.app[iam_policies_key], queue, method, data)
+
+
+async def iam_answer(
+    emulator: Emulator, policies: dict[str, dict[str, Any]], queue: str, method: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """What an IAM method answers for ``queue``, given its request body."""
     await emulator.get_queue(queue, create=False)
-    policies = request.app[iam_policies_key]
     if method == "testIamPermissions":
         permissions = data.get("permissions") or []
         if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
@@ -272,9 +294,8 @@ async def iam_method(request: web.Request, queue: str, method: str) -> dict[str,
 
 async def list_locations(request: web.Request) -> web.Response:
     """ListLocations: the location the emulator names its queues under by default."""
-    project = request.match_info["project"]
-    loc = emulator_of(request).settings.location
-    return json_response({"locations": [{"name": f"projects/{project}/locations/{loc}", "locationId": loc}]})
+    location = emulator_of(request).settings.location
+    return json_response({"locations": [location_json(request.match_info["project"], location)]})
 
 
 def routes() -> list[web.RouteDef]:

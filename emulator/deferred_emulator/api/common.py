@@ -82,7 +82,11 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def page_size(request: web.Request, default: int = 1000, maximum: int = 1000) -> int:
     """The ``pageSize`` query parameter, within bounds."""
-    raw = request.query.get("pageSize") or ""
+    return page_size_of(request.query.get("pageSize") or "", default, maximum)
+
+
+def page_size_of(raw: str | int, default: int = 1000, maximum: int = 1000) -> int:
+    """A page size as asked for (text or number; empty or 0: the default), within bounds."""
     if not raw:
         return default
     try:

@@ -6,14 +6,19 @@ from typing import Any
 
 from aiohttp import web
 
+from ..dispatcher import Dispatcher
+from ..service import Emulator
 from .common import dispatcher_of, emulator_of
 from .timefmt import format_ts
 
 
 async def queue_stats(request: web.Request) -> dict[str, dict[str, Any]]:
     """Cloud Tasks ``stats`` for every queue, with the emulator's own counts beside them."""
-    emulator = emulator_of(request)
-    dispatcher = dispatcher_of(request)
+    return await stats_of(emulator_of(request), dispatcher_of(request))
+
+
+async def stats_of(emulator: Emulator, dispatcher: Dispatcher) -> dict[str, dict[str, Any]]:
+    """``queue_stats`` for an emulator and its dispatcher."""
     counts = await emulator.store.counts(emulator.now_us())
     minute = dispatcher.last_minute()
     out: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,95 @@
+"""The gRPC services: each method's request and response message (as google-cloud-tasks ships them) and handler.
+
+google-cloud-tasks ships its messages (proto-plus, whose ``.pb()`` is the protobuf class) but no
+servicer classes, so the method table is spelled out here; names and types are those of its gRPC
+transport (``tasks_v2.services.cloud_tasks.transports.grpc``).
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+import grpc
+from google.cloud import tasks_v2, tasks_v2beta3
+from google.cloud.location import locations_pb2
+from google.iam.v1 import iam_policy_pb2, policy_pb2
+from google.protobuf import empty_pb2, json_format
+
+from . import cloudtasks as ct
+from .backend import Backend, Method
+from .status import abort
+
+logger = logging.getLogger(__name__)
+
+#: CloudTasks method -> (request type, response type, handler); type names are looked up per API version.
+CLOUD_TASKS: dict[str, tuple[str, str, Method]] = {
+    "ListQueues": ("ListQueuesRequest", "ListQueuesResponse", ct.list_queues),
+    "GetQueue": ("GetQueueRequest", "Queue", ct.get_queue),
+    "CreateQueue": ("CreateQueueRequest", "Queue", ct.create_queue),
+    "UpdateQueue": ("UpdateQueueRequest", "Queue", ct.update_queue),
+    "DeleteQueue": ("DeleteQueueRequest", "Empty", ct.delete_queue),
+    "PurgeQueue": ("PurgeQueueRequest", "Queue", ct.purge_queue),
+    "PauseQueue": ("PauseQueueRequest", "Queue", ct.pause_queue),
+    "ResumeQueue": ("ResumeQueueRequest", "Queue", ct.resume_queue),
+    "GetIamPolicy": ("GetIamPolicyRequest", "Policy", ct.iam("getIamPolicy")),
+    "SetIamPolicy": ("SetIamPolicyRequest", "Policy", ct.iam("setIamPolicy")),
+    "TestIamPermissions": ("TestIamPermissionsRequest", "TestIamPermissionsResponse", ct.iam("testIamPermissions")),
+    "ListTasks": ("ListTasksRequest", "ListTasksResponse", ct.list_tasks),
+    "GetTask": ("GetTaskRequest", "Task", ct.get_task),
+    "CreateTask": ("CreateTaskRequest", "Task", ct.create_task),
+    "DeleteTask": ("DeleteTaskRequest", "Empty", ct.delete_task),
+    "RunTask": ("RunTaskRequest", "Task", ct.run_task),
+}
+LOCATIONS: dict[str, tuple[Any, Any, Method]] = {
+    "ListLocations": (locations_pb2.ListLocationsRequest, locations_pb2.ListLocationsResponse, ct.list_locations),
+    "GetLocation": (locations_pb2.GetLocationRequest, locations_pb2.Location, ct.get_location),
+}
+#: Messages that are not Cloud Tasks' own.
+SHARED_TYPES: dict[str, Any] = {
+    "Empty": empty_pb2.Empty,
+    "Policy": policy_pb2.Policy,
+    "GetIamPolicyRequest": iam_policy_pb2.GetIamPolicyRequest,
+    "SetIamPolicyRequest": iam_policy_pb2.SetIamPolicyRequest,
+    "TestIamPermissionsRequest": iam_policy_pb2.TestIamPermissionsRequest,
+    "TestIamPermissionsResponse": iam_policy_pb2.TestIamPermissionsResponse,
+}
+VERSIONS: dict[str, ModuleType] = {"v2": tasks_v2, "v2beta3": tasks_v2beta3}
+
+
+def message_class(module: ModuleType, name: str) -> Any:
+    """The protobuf class of a message named in the tables."""
+    if name in SHARED_TYPES:
+        return SHARED_TYPES[name]
+    return getattr(module, name).pb()
+
+
+def unary(handler: Method, request_type: Any, response_type: Any, backend: Backend) -> grpc.RpcMethodHandler[Any, Any]:
+    """A unary method: the request as REST JSON to ``handler``, its JSON answer as the response message."""
+
+    async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            answer = await handler(backend, json_format.MessageToDict(request))
+            # The REST JSON carries the emulator's own fields too (state, retryCount, ...): not in the proto.
+            return json_format.ParseDict(answer, response_type(), ignore_unknown_fields=True)
+        except Exception as exc:  # every failure becomes a status, as the REST middleware makes it a JSON error
+            await abort(context, exc)
+
+    return grpc.unary_unary_rpc_method_handler(
+        behavior, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+    )
+
+
+def generic_handlers(backend: Backend) -> list[grpc.GenericRpcHandler]:
+    """Every service the emulator serves over gRPC."""
+    out = []
+    for version, module in VERSIONS.items():
+        methods = {
+            name: unary(handler, message_class(module, req), message_class(module, resp), backend)
+            for name, (req, resp, handler) in CLOUD_TASKS.items()
+        }
+        out.append(grpc.method_handlers_generic_handler(f"google.cloud.tasks.{version}.CloudTasks", methods))
+    locations = {name: unary(handler, req, resp, backend) for name, (req, resp, handler) in LOCATIONS.items()}
+    out.append(grpc.method_handlers_generic_handler("google.cloud.location.Locations", locations))
+    return out

@@ -1,0 +1,201 @@
+"""One port for REST and gRPC: a connection's first bytes tell HTTP/2 (gRPC) from HTTP/1 (everything else).
+
+grpcio cannot take over a socket something else accepted, so gRPC connections are relayed, byte for
+byte, to the gRPC server on a unix socket of its own; HTTP/1 connections are handed to aiohttp's
+protocol itself, and cost nothing more once their first bytes are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from .api.grpc.server import GrpcServer
+from .app import settings_key
+
+logger = logging.getLogger(__name__)
+
+#: What every HTTP/2 connection (so every gRPC one) opens with.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class Pipe(asyncio.Protocol):
+    """One side of a relay: what arrives is written to the peer, with the peer's reading paused while we are full."""
+
+    def __init__(self, relays: set[asyncio.BaseTransport], peer: asyncio.Transport | None = None) -> None:
+        #: the site's open relay transports, closed when it stops.
+        self.relays = relays
+        self.peer = peer
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count the transport among the site's relays."""
+        self.transport = transport
+        self.relays.add(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Pass the bytes on."""
+        if self.peer is not None:
+            self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        """Pass the half-close on, and keep our side open for the answer."""
+        if self.peer is not None and self.peer.can_write_eof():
+            self.peer.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Close the other side too."""
+        if self.transport is not None:
+            self.relays.discard(self.transport)
+        if self.peer is not None:
+            self.peer.close()
+
+    def pause_writing(self) -> None:
+        """Our transport's buffer is full: stop reading what would fill it."""
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        """Our transport's buffer drained: read again."""
+        if self.peer is not None:
+            self.peer.resume_reading()
+
+
+class Sniffer(asyncio.Protocol):
+    """A new connection, read until it shows whether it is HTTP/2; then handed over."""
+
+    def __init__(self, site: FrontSite) -> None:
+        self.site = site
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Wait for the first bytes."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Decide as soon as the bytes differ from the HTTP/2 preface, or complete it."""
+        self.buffer += data
+        head = self.buffer[: len(PREFACE)]
+        if not PREFACE.startswith(head):
+            self.to_http()
+        elif len(head) == len(PREFACE):
+            self.to_grpc()
+
+    def eof_received(self) -> bool:
+        """Closed before saying anything decisive: HTTP answers (or closes) as it would."""
+        if self.buffer:
+            self.to_http()
+        return False
+
+    def to_http(self) -> None:
+        """Hand the connection to aiohttp, with what was read."""
+        assert self.transport is not None
+        protocol = self.site.http_protocol()
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(self.buffer)
+
+    def to_grpc(self) -> None:
+        """Relay the connection to the gRPC server."""
+        assert self.transport is not None
+        client = self.transport
+        client.pause_reading()
+        pipe = Pipe(self.site.relay_transports)
+        client.set_protocol(pipe)
+        pipe.connection_made(client)
+        self.site.track(asyncio.ensure_future(self.site.relay(client, pipe, self.buffer)))
+
+
+class FrontSite(web.BaseSite):
+    """An aiohttp site on a listening socket that also serves the app's gRPC services on it.
+
+    With ``Settings.grpc_port`` set, the gRPC server listens there too, directly (no relay).
+    """
+
+    __slots__ = ("_sock", "_name", "grpc", "grpc_dir", "grpc_port", "relays", "relay_transports")
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
+        super().__init__(runner)
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self._name = f"http://{host}:{port}"
+        self.grpc: GrpcServer | None = None
+        self.grpc_dir: Path | None = None
+        #: the port of ``--grpc-port`` as bound, if asked for.
+        self.grpc_port: int | None = None
+        self.relays: set[asyncio.Future[None]] = set()
+        self.relay_transports: set[asyncio.BaseTransport] = set()
+
+    @property
+    def name(self) -> str:
+        """``http://host:port``."""
+        return self._name
+
+    def http_protocol(self) -> asyncio.Protocol:
+        """A new aiohttp protocol, as its server would make for a connection it accepted."""
+        server = self._runner.server
+        assert server is not None
+        return server()
+
+    def track(self, relay: asyncio.Future[None]) -> None:
+        """Keep a reference to a relay being set up (asyncio keeps only weak ones)."""
+        self.relays.add(relay)
+        relay.add_done_callback(self.relays.discard)
+
+    async def relay(self, client: asyncio.Transport, pipe: Pipe, first: bytes) -> None:
+        """Connect ``client`` to the gRPC server, then let bytes flow both ways."""
+        assert self.grpc_dir is not None
+        loop = asyncio.get_running_loop()
+        try:
+            path = str(self.grpc_dir / "grpc.sock")
+            upstream, _ = await loop.create_unix_connection(lambda: Pipe(self.relay_transports, client), path)
+        except OSError:
+            logger.exception("cannot reach the gRPC server")
+            client.close()
+            return
+        if client.is_closing():
+            upstream.close()
+            return
+        pipe.peer = upstream
+        upstream.write(first)
+        client.resume_reading()
+
+    async def start(self) -> None:
+        """Start the gRPC server, then accept connections."""
+        await super().start()
+        runner = self._runner
+        assert isinstance(runner, web.AppRunner)
+        settings = runner.app[settings_key]
+        self.grpc_dir = Path(tempfile.mkdtemp(prefix="deferred-emulator-"))
+        grpc = GrpcServer(runner.app)
+        grpc.listen(f"unix:{self.grpc_dir / 'grpc.sock'}")
+        if settings.grpc_port is not None:
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            self.grpc_port = grpc.listen(f"{host}:{settings.grpc_port}")
+        await grpc.start()
+        self.grpc = grpc
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Sniffer(self), sock=self._sock, backlog=self._backlog)
+
+    async def stop(self) -> None:
+        """Stop accepting, then stop the gRPC server (calls under way get a grace period)."""
+        await super().stop()
+        for relay in list(self.relays):
+            relay.cancel()
+        if self.grpc is not None:
+            await self.grpc.stop()
+        # The gRPC server closes its side in its own threads: our side of each relay is closed here.
+        for transport in list(self.relay_transports):
+            transport.abort()
+        await asyncio.sleep(0)  # the transports' connection_lost, which closes their sockets
+        if self.grpc_dir is not None:
+            shutil.rmtree(self.grpc_dir, ignore_errors=True)
