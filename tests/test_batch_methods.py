@@ -1,4 +1,4 @@
-"""BatchCreateTasks, BatchDeleteTasks and GetOperation through Google's client (REST transport), and through
+"""BatchCreateTasks, BatchDeleteTasks and GetOperation through Google's client (gRPC and REST), and through
 appengine-python-standard's Cloud Tasks path, which reads their operations."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.longrunning import operations_pb2
 from google.rpc import code_pb2
-from test_client_fixtures import LiveEmulator
-from test_google_client import LOCATION, PROJECT, make_client
+from test_client_fixtures import LiveEmulator, MakeClient
+from test_google_client import LOCATION, PROJECT
 
 pytest_plugins = ["test_client_fixtures"]
 
@@ -26,7 +26,9 @@ def app_engine_task(name: str = "", body: bytes = b"x") -> tasks_v2.Task:
     return tasks_v2.Task(name=name, app_engine_http_request=request)
 
 
-async def test_batch_create_reports_each_failed_request_by_index(live_emulator: Callable[..., LiveEmulator]) -> None:
+async def test_batch_create_reports_each_failed_request_by_index(
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
+) -> None:
     emulator = live_emulator()
     client = make_client(emulator)
     parent = client.queue_path(PROJECT, LOCATION, "default")
@@ -70,7 +72,7 @@ async def test_batch_create_reports_each_failed_request_by_index(live_emulator: 
 
 
 async def test_batch_create_all_succeeded_and_request_id_is_idempotent(
-    live_emulator: Callable[..., LiveEmulator],
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
 ) -> None:
     emulator = live_emulator()
     client = make_client(emulator)
@@ -100,7 +102,7 @@ async def test_batch_create_all_succeeded_and_request_id_is_idempotent(
 
 
 async def test_batch_delete_reports_missing_tasks_and_fails_whole_when_none_succeeds(
-    live_emulator: Callable[..., LiveEmulator],
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
 ) -> None:
     emulator = live_emulator()
     client = make_client(emulator)
@@ -137,7 +139,9 @@ async def test_batch_delete_reports_missing_tasks_and_fails_whole_when_none_succ
 
 
 @pytest.fixture
-def app_engine_cloud_tasks(live_emulator: Callable[..., LiveEmulator]) -> Iterator[LiveEmulator]:
+def app_engine_cloud_tasks(
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
+) -> Iterator[LiveEmulator]:
     """appengine-python-standard's Cloud Tasks path, its client pointed at an emulator."""
     cloudtask = pytest.importorskip("google.appengine.api.taskqueue.cloudtask")
     emulator = live_emulator()

@@ -18,11 +18,16 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import deferred_client
+import grpc
 import pytest
 from aiohttp import web
 from deferred_emulator.app import create_app, note_bound
 from deferred_emulator.frontdoor import FrontSite
 from deferred_emulator.settings import Settings
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 
 class AiohttpThread:
@@ -250,3 +255,29 @@ def aiohttp_thread() -> Iterator[Callable[[web.Application], AiohttpThread]]:
     yield start
     for server in reversed(started):
         server.close()
+
+
+MakeClient = Callable[[LiveEmulator], tasks_v2.CloudTasksClient]
+
+
+@pytest.fixture(params=["grpc", "rest"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[MakeClient]:
+    """Google's client on one transport, pointed at an emulator's one port (closed after the test)."""
+    clients: list[tasks_v2.CloudTasksClient] = []
+
+    def make(emulator: LiveEmulator) -> tasks_v2.CloudTasksClient:
+        if request.param == "grpc":
+            channel = grpc.insecure_channel(emulator.host)
+            client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        else:
+            client = tasks_v2.CloudTasksClient(
+                transport="rest",
+                credentials=AnonymousCredentials(),
+                client_options=ClientOptions(api_endpoint=emulator.url),
+            )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.transport.close()

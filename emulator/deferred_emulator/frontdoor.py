@@ -28,14 +28,15 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 class Pipe(asyncio.Protocol):
     """One side of a relay: what arrives is written to the peer, with the peer's reading paused while we are full."""
 
-    def __init__(self, relays: set[asyncio.BaseTransport], peer: asyncio.Transport | None = None) -> None:
+    def __init__(self, relays: set[asyncio.Transport], peer: asyncio.Transport | None = None) -> None:
         #: the site's open relay transports, closed when it stops.
         self.relays = relays
         self.peer = peer
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Count the transport among the site's relays."""
+        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.relays.add(transport)
 
@@ -133,7 +134,7 @@ class FrontSite(web.BaseSite):
         #: the port of ``--grpc-port`` as bound, if asked for.
         self.grpc_port: int | None = None
         self.relays: set[asyncio.Future[None]] = set()
-        self.relay_transports: set[asyncio.BaseTransport] = set()
+        self.relay_transports: set[asyncio.Transport] = set()
 
     @property
     def name(self) -> str:

@@ -212,13 +212,15 @@ class DeferredEmulator:
             from google.api_core.client_options import ClientOptions
 
             options = ClientOptions(api_endpoint=self.url)
-            return tasks_v2.CloudTasksClient(transport="rest", client_options=options, credentials=AnonymousCredentials())
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+            return tasks_v2.CloudTasksClient(transport="rest", client_options=options, credentials=credentials)
         if transport != "grpc":
             raise ValueError(f"transport must be 'grpc' or 'rest', not {transport!r}")
         import grpc
         from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(self.grpc_target)))
+        channel = grpc.insecure_channel(self.grpc_target)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
     # -- where tasks go -------------------------------------------------------------------------
 

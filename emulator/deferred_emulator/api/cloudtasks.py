@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..errors import EmulatorError, InvalidArgument, NotFound, help_link
 from ..models import NewTask, QueueConfig, QueueState
+from ..operations import Operation
 from ..service import QUEUE_NAME_DOC, Emulator
 from .common import emulator_of, json_response, page_size, read_json
 from .operations_json import operation_to_json
@@ -198,13 +199,9 @@ def _request_id(data: dict[str, Any]) -> str:
     return value
 
 
-async def batch_create(request: web.Request) -> web.Response:
+async def batch_create_operation(emulator: Emulator, parent: str, queue: str, data: dict[str, Any]) -> Operation:
     """BatchCreateTasks: a done Operation; a request that fails is in its metadata's ``failedRequests``."""
-    emulator = emulator_of(request)
-    parent = parent_of(request)
-    queue = request.match_info["queue"]
     queue_path = f"{parent}/queues/{queue}"
-    data = await read_json(request, required=True)
     requests = data.get("requests") or []
     if not isinstance(requests, list) or not all(isinstance(r, dict) for r in requests):
         raise InvalidArgument("Invalid value for requests: expected a list of CreateTaskRequest objects.")
@@ -220,18 +217,12 @@ async def batch_create(request: web.Request) -> web.Response:
         except EmulatorError as exc:
             views.append("BASIC")
             items.append(exc)
-    op = await emulator.operations.batch_create(queue, items, views, _request_id(data))
-    version = request.match_info["version"]
-    return json_response(operation_to_json(op, parent, version, emulator.settings.dispatch_deadline_s))
+    return await emulator.operations.batch_create(queue, items, views, _request_id(data))
 
 
-async def batch_delete(request: web.Request) -> web.Response:
+async def batch_delete_operation(emulator: Emulator, parent: str, queue: str, data: dict[str, Any]) -> Operation:
     """BatchDeleteTasks: a done Operation; a name that cannot be deleted is in ``failedRequests``."""
-    emulator = emulator_of(request)
-    parent = parent_of(request)
-    queue = request.match_info["queue"]
     prefix = f"{parent}/queues/{queue}/tasks/"
-    data = await read_json(request, required=True)
     names = data.get("names") or []
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise InvalidArgument("Invalid value for names: expected a list of task names.")
@@ -241,7 +232,25 @@ async def batch_delete(request: web.Request) -> web.Response:
         else InvalidArgument(f"Task name {n!r} is not a task of {parent}/queues/{queue}.")
         for n in names
     ]
-    op = await emulator.operations.batch_delete(queue, items, _request_id(data))
+    return await emulator.operations.batch_delete(queue, items, _request_id(data))
+
+
+async def batch_create(request: web.Request) -> web.Response:
+    """BatchCreateTasks."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    data = await read_json(request, required=True)
+    op = await batch_create_operation(emulator, parent, request.match_info["queue"], data)
+    version = request.match_info["version"]
+    return json_response(operation_to_json(op, parent, version, emulator.settings.dispatch_deadline_s))
+
+
+async def batch_delete(request: web.Request) -> web.Response:
+    """BatchDeleteTasks."""
+    emulator = emulator_of(request)
+    parent = parent_of(request)
+    data = await read_json(request, required=True)
+    op = await batch_delete_operation(emulator, parent, request.match_info["queue"], data)
     version = request.match_info["version"]
     return json_response(operation_to_json(op, parent, version, emulator.settings.dispatch_deadline_s))
 

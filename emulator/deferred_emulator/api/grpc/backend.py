@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -17,9 +17,13 @@ from ..stats import stats_of
 
 @dataclass(frozen=True)
 class Backend:
-    """The aiohttp app the gRPC server serves beside (its runtime is filled in at startup)."""
+    """The aiohttp app the gRPC server serves beside (its runtime is filled in at startup), for one API version."""
 
     app: web.Application
+    #: ``v2`` or ``v2beta3``: the message types of operations name it.
+    version: str = "v2"
+    #: operation id -> the API version of the batch that made it (GetOperation is not versioned).
+    operation_versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def emulator(self) -> Emulator:

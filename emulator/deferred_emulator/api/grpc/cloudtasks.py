@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from ...models import QueueConfig, QueueState
-from ..cloudtasks import decode_token, encode_token, iam_answer, location_json, new_queue_id, queues_page
+from ...operations import Operation
+from ..cloudtasks import (
+    batch_create_operation,
+    batch_delete_operation,
+    decode_token,
+    encode_token,
+    iam_answer,
+    location_json,
+    new_queue_id,
+    queues_page,
+)
 from ..common import page_size_of
+from ..operations_json import operation_to_json
 from ..queues_json import queue_changes, queue_to_json
 from ..tasks_json import response_view, task_from_json, task_to_json
 from .backend import Backend
-from .names import location_of, project_of, queue_of, task_of
+from .names import location_of, operation_of, project_of, queue_of, task_of
 
 # -- queues -------------------------------------------------------------------------------------
 
@@ -138,6 +149,36 @@ async def run_task(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     queue_path, queue, name = task_of(req.get("name", ""))
     task = await emulator.run_task(queue, name)
     return task_to_json(task, queue_path, response_view(req.get("responseView")), emulator.settings.dispatch_deadline_s)
+
+
+# -- batches ------------------------------------------------------------------------------------
+
+
+def _operation(backend: Backend, op: Operation, parent: str, version: str) -> dict[str, Any]:
+    return operation_to_json(op, parent, version, backend.emulator.settings.dispatch_deadline_s)
+
+
+async def batch_create_tasks(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
+    """BatchCreateTasks: a done operation."""
+    parent, queue = queue_of(req.get("parent", ""))
+    op = await batch_create_operation(backend.emulator, parent, queue, req)
+    backend.operation_versions[op.id] = backend.version
+    return _operation(backend, op, parent, backend.version)
+
+
+async def batch_delete_tasks(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
+    """BatchDeleteTasks: a done operation."""
+    parent, queue = queue_of(req.get("parent", ""))
+    op = await batch_delete_operation(backend.emulator, parent, queue, req)
+    backend.operation_versions[op.id] = backend.version
+    return _operation(backend, op, parent, backend.version)
+
+
+async def get_operation(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
+    """GetOperation (google.longrunning.Operations): a batch's operation, in the API version that made it."""
+    parent, op_id = operation_of(req.get("name", ""))
+    op = backend.emulator.operations.get(op_id)
+    return _operation(backend, op, parent, backend.operation_versions.get(op.id, "v2"))
 
 
 # -- locations ----------------------------------------------------------------------------------

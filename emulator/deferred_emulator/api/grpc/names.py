@@ -12,8 +12,10 @@ LOCATION_RE = re.compile(r"(projects/[^/]+/locations/[^/]+)")
 QUEUE_RE = re.compile(r"(projects/[^/]+/locations/[^/]+)/queues/([^/]+)")
 TASK_RE = re.compile(r"(projects/[^/]+/locations/[^/]+/queues/([^/]+))/tasks/([^/]+)")
 PROJECT_RE = re.compile(r"projects/([^/]+)")
+OPERATION_RE = re.compile(r"(projects/[^/]+/locations/[^/]+)/operations/([^/]+)")
 LOCATION_NAME_FORMAT = '"projects/<PROJECT_ID>/locations/<LOCATION_ID>"'
 QUEUE_NAME_FORMAT = '"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>"'
+OPERATION_NAME_FORMAT = '"projects/<PROJECT_ID>/locations/<LOCATION_ID>/operations/<OPERATION_ID>"'
 TASK_NAME_FORMAT = '"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>/tasks/<TASK_ID>"'
 
 
@@ -72,3 +74,11 @@ def task_of(name: str) -> tuple[str, str, str]:
         link = help_link("Definition of task name", TASK_NAME_DOC)
         raise InvalidArgument(f"Task name must be formatted: {TASK_NAME_FORMAT}.", [link])
     return found[1], found[2], found[3]
+
+
+def operation_of(name: str) -> tuple[str, str]:
+    """The location and the id of an operation's full name."""
+    found = OPERATION_RE.fullmatch(name)
+    if not found:
+        raise InvalidArgument(f"Operation name must be formatted: {OPERATION_NAME_FORMAT}, not {name!r}.")
+    return found[1], found[2]

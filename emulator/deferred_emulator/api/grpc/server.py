@@ -9,7 +9,6 @@ from aiohttp import web
 
 from ...app import settings_key
 from ...guard import BodyLimits
-from .backend import Backend
 from .services import generic_handlers
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self.server.add_generic_rpc_handlers(generic_handlers(Backend(app)))
+        self.server.add_generic_rpc_handlers(generic_handlers(app))
 
     def listen(self, address: str) -> int:
         """Listen on ``address`` (before ``start``); the port bound (0 for a unix socket)."""

@@ -8,13 +8,16 @@ transport (``tasks_v2.services.cloud_tasks.transports.grpc``).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 import grpc
+from aiohttp import web
 from google.cloud import tasks_v2, tasks_v2beta3
 from google.cloud.location import locations_pb2
 from google.iam.v1 import iam_policy_pb2, policy_pb2
+from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2, json_format
 
 from . import cloudtasks as ct
@@ -41,6 +44,11 @@ CLOUD_TASKS: dict[str, tuple[str, str, Method]] = {
     "CreateTask": ("CreateTaskRequest", "Task", ct.create_task),
     "DeleteTask": ("DeleteTaskRequest", "Empty", ct.delete_task),
     "RunTask": ("RunTaskRequest", "Task", ct.run_task),
+    "BatchCreateTasks": ("BatchCreateTasksRequest", "Operation", ct.batch_create_tasks),
+    "BatchDeleteTasks": ("BatchDeleteTasksRequest", "Operation", ct.batch_delete_tasks),
+}
+OPERATIONS: dict[str, tuple[Any, Any, Method]] = {
+    "GetOperation": (operations_pb2.GetOperationRequest, operations_pb2.Operation, ct.get_operation),
 }
 LOCATIONS: dict[str, tuple[Any, Any, Method]] = {
     "ListLocations": (locations_pb2.ListLocationsRequest, locations_pb2.ListLocationsResponse, ct.list_locations),
@@ -49,6 +57,7 @@ LOCATIONS: dict[str, tuple[Any, Any, Method]] = {
 #: Messages that are not Cloud Tasks' own.
 SHARED_TYPES: dict[str, Any] = {
     "Empty": empty_pb2.Empty,
+    "Operation": operations_pb2.Operation,
     "Policy": policy_pb2.Policy,
     "GetIamPolicyRequest": iam_policy_pb2.GetIamPolicyRequest,
     "SetIamPolicyRequest": iam_policy_pb2.SetIamPolicyRequest,
@@ -81,15 +90,21 @@ def unary(handler: Method, request_type: Any, response_type: Any, backend: Backe
     )
 
 
-def generic_handlers(backend: Backend) -> list[grpc.GenericRpcHandler]:
+def generic_handlers(app: web.Application) -> list[grpc.GenericRpcHandler]:
     """Every service the emulator serves over gRPC."""
+    backend = Backend(app)
     out = []
     for version, module in VERSIONS.items():
+        versioned = replace(backend, version=version)
         methods = {
-            name: unary(handler, message_class(module, req), message_class(module, resp), backend)
+            name: unary(handler, message_class(module, req), message_class(module, resp), versioned)
             for name, (req, resp, handler) in CLOUD_TASKS.items()
         }
         out.append(grpc.method_handlers_generic_handler(f"google.cloud.tasks.{version}.CloudTasks", methods))
-    locations = {name: unary(handler, req, resp, backend) for name, (req, resp, handler) in LOCATIONS.items()}
-    out.append(grpc.method_handlers_generic_handler("google.cloud.location.Locations", locations))
+    for service, table in (
+        ("google.longrunning.Operations", OPERATIONS),
+        ("google.cloud.location.Locations", LOCATIONS),
+    ):
+        methods = {name: unary(handler, req, resp, backend) for name, (req, resp, handler) in table.items()}
+        out.append(grpc.method_handlers_generic_handler(service, methods))
     return out
