@@ -13,8 +13,8 @@ from conftest import API, Handle, MakeEmulator, RecordingApp
 from deferred_emulator.httptarget import override_url
 from deferred_emulator.models import UriOverride
 from google.cloud import tasks_v2
-from test_client_fixtures import LiveEmulator
-from test_google_client import LOCATION, PROJECT, make_client
+from test_client_fixtures import LiveEmulator, MakeClient
+from test_google_client import LOCATION, PROJECT
 
 pytest_plugins = ["test_client_fixtures"]
 
@@ -159,7 +159,9 @@ async def test_http_targets_get_no_content_type_and_standard_names_are_respelled
     assert "Content-Type" in by_path["/app-engine"]
 
 
-async def test_googles_client_reads_and_writes_the_queue_fields(live_emulator: Callable[..., LiveEmulator]) -> None:
+async def test_googles_client_reads_and_writes_the_queue_fields(
+    live_emulator: Callable[..., LiveEmulator], make_client: MakeClient
+) -> None:
     emulator = live_emulator()
     client = make_client(emulator)
     name = client.queue_path(PROJECT, LOCATION, "hooks")

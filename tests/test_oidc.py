@@ -16,8 +16,8 @@ import jwt
 import pytest
 from google.cloud import tasks_v2
 from google.oauth2 import id_token
-from test_client_fixtures import LiveEmulator, WSGIThread
-from test_google_client import LOCATION, PROJECT, make_client
+from test_client_fixtures import LiveEmulator, MakeClient, WSGIThread
+from test_google_client import LOCATION, PROJECT
 
 pytest_plugins = ["test_client_fixtures"]
 
@@ -101,7 +101,9 @@ def http_task(url: str, **token: Any) -> tasks_v2.Task:
     return tasks_v2.Task(http_request=tasks_v2.HttpRequest(url=url, body=b"{}", **token))
 
 
-def test_a_task_token_verifies_with_pyjwt_and_google_auth(verifying: tuple[LiveEmulator, VerifyingHandler, WSGIThread]):
+def test_a_task_token_verifies_with_pyjwt_and_google_auth(
+    verifying: tuple[LiveEmulator, VerifyingHandler, WSGIThread], make_client: MakeClient
+):
     emulator, handler, app = verifying
     client = make_client(emulator)
     parent = client.queue_path(PROJECT, LOCATION, "default")
@@ -125,7 +127,9 @@ def test_a_task_token_verifies_with_pyjwt_and_google_auth(verifying: tuple[LiveE
     assert jwt.get_unverified_header(seen.headers["Authorization"].split()[1])["alg"] == "RS256"
 
 
-def test_a_wrong_audience_fails_verification(verifying: tuple[LiveEmulator, VerifyingHandler, WSGIThread]) -> None:
+def test_a_wrong_audience_fails_verification(
+    verifying: tuple[LiveEmulator, VerifyingHandler, WSGIThread], make_client: MakeClient
+) -> None:
     emulator, handler, app = verifying
     client = make_client(emulator)
     parent = client.queue_path(PROJECT, LOCATION, "default")
@@ -139,7 +143,7 @@ def test_a_wrong_audience_fails_verification(verifying: tuple[LiveEmulator, Veri
 
 
 def test_the_audience_defaults_to_the_url_without_its_query(
-    verifying: tuple[LiveEmulator, VerifyingHandler, WSGIThread],
+    verifying: tuple[LiveEmulator, VerifyingHandler, WSGIThread], make_client: MakeClient
 ) -> None:
     emulator, handler, app = verifying
     handler.audience = app.url + "/work"
@@ -159,7 +163,10 @@ def jwks(emulator: LiveEmulator) -> dict[str, Any]:
 
 
 def test_the_key_survives_a_restart_and_reset_makes_a_new_one(
-    live_emulator: Callable[..., LiveEmulator], wsgi_server: Callable[[Callable[..., Any]], WSGIThread], tmp_path: Any
+    live_emulator: Callable[..., LiveEmulator],
+    wsgi_server: Callable[[Callable[..., Any]], WSGIThread],
+    tmp_path: Any,
+    make_client: MakeClient,
 ) -> None:
     db = str(tmp_path / "kept.sqlite3")
     first = live_emulator(db_path=db)
@@ -199,7 +206,9 @@ def test_a_configured_issuer_is_the_discovery_documents_and_the_tokens(
 
 
 def test_an_oauth_token_is_an_opaque_bearer_token(
-    live_emulator: Callable[..., LiveEmulator], wsgi_server: Callable[[Callable[..., Any]], WSGIThread]
+    live_emulator: Callable[..., LiveEmulator],
+    wsgi_server: Callable[[Callable[..., Any]], WSGIThread],
+    make_client: MakeClient,
 ) -> None:
     emulator = live_emulator()
     handler = VerifyingHandler(f"http://127.0.0.1:{emulator.port}", AUDIENCE)
