@@ -60,7 +60,7 @@ async def test_short_and_odd_http_openings_reach_http(make_front_emulator: MakeE
 
 async def test_large_messages_cross_the_relay_both_ways(make_front_emulator: MakeEmulator) -> None:
     # Given Cloud Tasks' 1 MiB task size, a task body near it goes in and comes back out (FULL view)
-    emu = await make_front_emulator(dispatch=False, max_task_size=1024 * 1024)
+    emu = await make_front_emulator(dispatch=False)
     body = bytes(range(256)) * 3600  # 900 KiB
     async with grpc.aio.insecure_channel(emu.host) as channel:
         created = await create_task(channel, body, view="FULL")
