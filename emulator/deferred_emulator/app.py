@@ -58,6 +58,11 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=settings.max_in_flight, limit_per_host=0),
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
+        # An answer's head is capped, as on the plain-HTTP path (plainhttp.HEAD_BYTES): at most 64 header
+        # lines of 8 KiB here, past which the attempt fails instead of reading on.
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=64,
     )
     dispatcher = Dispatcher(emulator, session)
     runtime.emulator, runtime.dispatcher = emulator, dispatcher

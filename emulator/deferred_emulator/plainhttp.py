@@ -22,6 +22,11 @@ EXCERPT_BYTES = 1024
 #: How much of an answer is kept: one byte more than that tells a longer answer, whose rest is not
 #: read (the connection is closed).
 RESPONSE_BYTES = 64 * 1024
+#: An answer's head (status line and headers) may take this many bytes, and this long once its first
+#: byte has come: an app that sends headers without end fails the attempt rather than being read
+#: for the whole dispatch deadline.
+HEAD_BYTES = 64 * 1024
+HEAD_S = 10.0
 #: Idle connections kept per app; more than this are closed when they come back.
 MAX_IDLE_PER_HOST = 64
 #: An idle connection older than this is not reused (servers close theirs after 5 to 75 s).
@@ -81,6 +86,9 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         #: Whether the current exchange has had any byte back.
         self.received = False
+        #: Bytes read of the current answer while its head had not ended, and the head's deadline.
+        self._head_size = 0
+        self._head_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
 
@@ -89,11 +97,21 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        in_head = not self._status
+        if in_head:
+            if not self.received and self._answer is not None:
+                self._head_timer = asyncio.get_running_loop().call_later(HEAD_S, self._head_too_slow)
+            self._head_size += len(data)
         self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(NoAnswer(f"the app's answer is not HTTP: {exc}"))
+            self.close()
+            return
+        if in_head and not self._status and self._head_size > HEAD_BYTES:
+            # Still no end of the head after this many bytes: the rest is not read.
+            self._fail(NoAnswer(f"the app's answer has a head over {HEAD_BYTES // 1024} KiB"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,6 +127,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
+        self._stop_head_timer()
 
     def on_body(self, body: bytes) -> None:
         if self._size <= RESPONSE_BYTES:
@@ -131,7 +150,17 @@ class _Connection(asyncio.Protocol):
         if answer is not None and not answer.done():
             answer.set_result((self._status, b"".join(self._chunks)[: RESPONSE_BYTES + 1], keep))
 
+    def _head_too_slow(self) -> None:
+        self._fail(NoAnswer(f"the app's answer head did not end within {HEAD_S:g}s of its first byte"))
+        self.close()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
     def _fail(self, exc: Exception) -> None:
+        self._stop_head_timer()
         answer = self._answer
         if answer is not None and not answer.done():
             answer.set_exception(exc)
@@ -141,11 +170,13 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._answer = asyncio.get_running_loop().create_future()
         self._status, self._chunks, self._size, self.received = 0, [], 0, False
+        self._head_size = 0
         self.transport.write(head + body)
         try:
             return await self._answer
         finally:
             self._answer = None
+            self._stop_head_timer()
 
     def close(self) -> None:
         """Close the connection (it is not reused)."""
