@@ -181,3 +181,39 @@ def test_a_token_from_another_issuer_is_refused(cloud: CloudTasksStandIn, app: W
 def _settings(config: deferred_client.Config) -> dict[str, Any]:
     names = ("backend", "cloud_tasks_url", "project", "location", "credentials", "handler_url", "service_account")
     return {name: getattr(config, name) for name in (*names, "oidc_certs_url", "payload_bucket")}
+
+
+def test_target_picks_among_services_and_url_replaces_the_path(
+    cloud: CloudTasksStandIn, app: WSGIThread, service: ModuleType, wsgi_server: Callable[..., WSGIThread]
+) -> None:
+    # Two services run the handler; the second one records what reaches it
+    reached: list[str] = []
+
+    def worker_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        reached.append(environ["PATH_INFO"])
+        return service.app(environ, start_response)
+
+    worker = wsgi_server(worker_app)
+    issuer = issuer_of(cloud)
+    default_url, worker_url = app.url + "/_ah/queue/deferred", worker.url + "/_ah/queue/deferred"
+    production(
+        cloud,
+        FixedToken(),
+        handler_url=f"{default_url}, worker={worker_url}",
+        service_account=ACCOUNT,
+        oidc_issuer=issuer,
+        oidc_certs_url=issuer + "/oauth2/v1/certs",
+    )
+    cloud.create_queue("other")
+    deferred_client.defer(service.send_welcome, "to-worker", _target="worker")
+    deferred_client.defer(service.send_welcome, "to-default")
+    deferred_client.defer(service.send_welcome, "elsewhere", _target="worker", _url="/tasks/run?x=1", _queue="other")
+    with pytest.raises(deferred_client.InvalidTaskError, match="'mailer'.*known: \\(default\\), 'worker'"):
+        deferred_client.defer(service.send_welcome, "nowhere", _target="mailer")
+    # Each task goes to its service's URL, with that URL as the token's audience
+    assert sorted(t["httpRequest"]["url"] for t in cloud.tasks()) == sorted([default_url, worker_url])
+    [moved] = cloud.tasks("other")
+    assert moved["httpRequest"]["url"] == worker.url + "/tasks/run?x=1"
+    cloud.drain(queues=["default"])
+    assert sorted(service.DONE) == ["welcome to-default", "welcome to-worker"]
+    assert reached == ["/_ah/queue/deferred"]

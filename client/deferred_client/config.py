@@ -210,14 +210,31 @@ def _given(values: dict[str, Any]) -> dict[str, object]:
     return given
 
 
-def configure(host: str | None = None, **settings: Any) -> Config:
-    """Set the configuration (``host``, ``secret``, ``backend``, ``project``... the README's table in lower case).
+def configure(
+    host: str | None = None,
+    *,
+    secret: str | None = None,
+    backend: str | None = None,
+    project: str | None = None,
+    location: str | None = None,
+    timeout_s: float | None = None,
+    cloud_tasks_url: str | None = None,
+    handler_url: str | None = None,
+    service_account: str | None = None,
+    payload_bucket: str | None = None,
+    payload_prefix: str | None = None,
+    oidc_audience: str | None = None,
+    oidc_issuer: str | None = None,
+    oidc_certs_url: str | None = None,
+    credentials: Any = None,
+) -> Config:
+    """Set the configuration: the README's table of variables, in lower case; ``credentials`` any google-auth object.
 
     Arguments left out come from the environment; calling ``configure()`` with no arguments goes back to the
     environment alone. ``secret=""`` turns signature checking off even when ``DEFERRED_EMULATOR_SECRET`` is set.
-    ``credentials`` takes any google-auth credentials object (default: Application Default Credentials).
+    ``credentials`` defaults to Application Default Credentials (used with ``backend="cloudtasks"`` only).
     """
-    given = _given({"host": host, **settings})
+    given = _given({k: v for k, v in locals().items() if k in _FIELDS})
     with _lock:
         _explicit.clear()
         _explicit.update(given)

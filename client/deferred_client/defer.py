@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from .client import AsyncEmulatorClient, EmulatorClient, async_client, sync_client
+from .config import current_config
 from .datastore import run_from_datastore
 from .errors import TaskTooLargeError
 from .serialize import serialize
@@ -35,9 +36,6 @@ def _add(client: EmulatorClient, spec: TaskSpec, payload: bytes) -> Task:
 
 
 async def _add_async(client: AsyncEmulatorClient, spec: TaskSpec, payload: bytes) -> Task:
-    if client.production or client.config.payload_bucket:
-        # Cloud Tasks and Storage calls (and google-auth's token refreshes) block: they run in a worker thread.
-        return await asyncio.to_thread(_add, sync_client(client.config), spec, payload)
     if spec.overhead + len(payload) <= await client.max_task_size():
         try:
             return await client.create_task(spec, payload)
@@ -127,4 +125,8 @@ async def defer_async(
     payload = serialize(obj, *args, **kwargs)
     if _transactional:
         return current_transaction().add(spec, payload)
-    return await _add_async(async_client(), spec, payload)
+    config = current_config()
+    if config.production or config.payload_bucket:
+        # Cloud Tasks and Storage calls (and google-auth's token refreshes) block: they run in a worker thread.
+        return await asyncio.to_thread(_add, sync_client(config), spec, payload)
+    return await _add_async(async_client(config), spec, payload)

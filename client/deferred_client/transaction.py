@@ -9,6 +9,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 
 from .client import AsyncEmulatorClient, EmulatorClient, async_client, sync_client
+from .config import current_config
 from .datastore import run_from_datastore
 from .errors import BadTransactionStateError, InvalidTaskNameError, TooManyTasksError
 from .serialize import serialize
@@ -126,10 +127,12 @@ class Transaction:
         """Add the held tasks in one atomic batch, from asyncio code."""
         if not self.pending:
             return []
-        client = client or async_client()
-        if client.production or client.config.payload_bucket:
-            # Blocking Cloud Tasks and Storage calls: in a worker thread.
-            return await asyncio.to_thread(self.commit, sync_client(client.config))
+        if client is None:
+            config = current_config()
+            if config.production or config.payload_bucket:
+                # Blocking Cloud Tasks and Storage calls: in a worker thread.
+                return await asyncio.to_thread(self.commit, sync_client(config))
+            client = async_client(config)
         limit = await client.max_task_size()
         items: list[Pending] = []
         keys: list[str | None] = []
