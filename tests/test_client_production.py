@@ -311,3 +311,17 @@ def test_off_app_engine_the_queue_header_is_not_trusted(
     status, _ = http_post(app.url + "/_ah/queue/deferred", body, {"X-AppEngine-TaskName": "t1"})
     assert status == 403
     assert CALLS == []
+
+
+def test_a_handler_with_no_backend_configured_runs_nothing(
+    app: WSGIThread, configured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A production app that forgot DEFERRED_BACKEND: no emulator, no secret, whatever headers come
+    for name in ("DEFERRED_BACKEND", "DEFERRED_EMULATOR_HOST", "DEFERRED_EMULATOR_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    deferred_client.configure()
+    body = deferred_client.serialize(record, "forged")
+    headers = {"X-AppEngine-QueueName": "default", "X-AppEngine-TaskName": "t1", "Authorization": "Bearer x"}
+    status, text = http_post(app.url + "/_ah/queue/deferred", body, headers)
+    assert status == 403 and b"DEFERRED_BACKEND=cloudtasks" in text
+    assert CALLS == []

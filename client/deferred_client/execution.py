@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import SECRET_ENV, current_config
+from .config import BACKEND_ENV, HOST_ENV, SECRET_ENV, current_config
 from .errors import PermanentTaskFailure, SingularTaskFailure
 from .serialize import run
 from .signing import SecretUnavailable, emulator_secret, forget_secrets, verify
@@ -112,6 +112,12 @@ def refusal(request: TaskRequest, secret: str | None = None) -> Reply | None:
     if TASK_NAME not in request.headers:
         return _forbidden(XSRF + "The header 'X-AppEngine-Taskname' was not set.")
     secret = secret or config.secret
+    if not secret and not config.host:
+        # Nothing to check a signature against: a production app that forgot DEFERRED_BACKEND lands here.
+        return _forbidden(
+            XSRF + f"Neither {SECRET_ENV} nor {HOST_ENV} is set, so no delivery can be verified here; in production"
+            f" set {BACKEND_ENV}=cloudtasks."
+        )
     if not secret:
         try:
             secret = emulator_secret(config.base_url)
