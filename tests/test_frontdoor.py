@@ -8,6 +8,7 @@ import re
 import grpc
 import pytest
 from conftest import API, Handle, MakeEmulator
+from deferred_emulator import frontdoor
 from deferred_emulator.frontdoor import PREFACE
 from google.cloud import tasks_v2
 from google.protobuf import json_format
@@ -99,3 +100,16 @@ async def test_stopping_with_grpc_connections_open_leaves_nothing_behind(
     await emu.app.shutdown()  # the fixture's cleanup then stops the site with the channel in either state
     if not close_client_first:
         await channel.close()
+
+
+async def test_a_connection_that_says_nothing_is_closed_in_time(
+    make_front_emulator: MakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frontdoor, "UNDECIDED_TIMEOUT_S", 0.05)
+    emu = await make_front_emulator(dispatch=False)
+    host, port = emu.host.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    # Then the server closes it (read returns EOF) without a byte from the client
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    await writer.wait_closed()

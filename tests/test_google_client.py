@@ -150,3 +150,19 @@ async def test_the_v2beta3_client_over_grpc(live_emulator: Callable[..., LiveEmu
             assert len(list(client.list_tasks(parent=parent))) == 2
 
     await asyncio.to_thread(scenario)
+
+
+async def test_methods_the_emulator_does_not_serve_are_unimplemented_over_grpc(
+    live_emulator: Callable[..., LiveEmulator],
+) -> None:
+    emulator = live_emulator()
+    transport = tasks_v2.services.cloud_tasks.transports.CloudTasksGrpcTransport(
+        channel=grpc.insecure_channel(emulator.host)
+    )
+
+    def scenario() -> None:
+        with tasks_v2.CloudTasksClient(transport=transport) as client:
+            with pytest.raises(exceptions.MethodNotImplemented):
+                client.get_cmek_config(name=f"projects/{PROJECT}/locations/{LOCATION}/cmekConfig")
+
+    await asyncio.to_thread(scenario)

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: What every HTTP/2 connection (so every gRPC one) opens with.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: A connection that says nothing decisive for this long is closed (aiohttp's idle limit is 75 s).
+UNDECIDED_TIMEOUT_S = 60.0
 
 
 class Pipe(asyncio.Protocol):
@@ -78,9 +80,10 @@ class Sniffer(asyncio.Protocol):
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Wait for the first bytes."""
+        """Wait for the first bytes (not for ever)."""
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(UNDECIDED_TIMEOUT_S, transport.close)
 
     def data_received(self, data: bytes) -> None:
         """Decide as soon as the bytes differ from the HTTP/2 preface, or complete it."""
@@ -97,9 +100,14 @@ class Sniffer(asyncio.Protocol):
             self.to_http()
         return False
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Gone before a decision."""
+        self.timer.cancel()
+
     def to_http(self) -> None:
         """Hand the connection to aiohttp, with what was read."""
         assert self.transport is not None
+        self.timer.cancel()
         protocol = self.site.http_protocol()
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
@@ -108,6 +116,7 @@ class Sniffer(asyncio.Protocol):
     def to_grpc(self) -> None:
         """Relay the connection to the gRPC server."""
         assert self.transport is not None
+        self.timer.cancel()
         client = self.transport
         client.pause_reading()
         pipe = Pipe(self.site.relay_transports)

@@ -22,6 +22,7 @@ from google.protobuf import empty_pb2, json_format
 
 from . import cloudtasks as ct
 from .backend import Backend, Method
+from .convert import from_json
 from .status import abort
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def unary(handler: Method, request_type: Any, response_type: Any, backend: Backe
         try:
             answer = await handler(backend, json_format.MessageToDict(request))
             # The REST JSON carries the emulator's own fields too (state, retryCount, ...): not in the proto.
-            return json_format.ParseDict(answer, response_type(), ignore_unknown_fields=True)
+            return from_json(answer, response_type())
         except Exception as exc:  # every failure becomes a status, as the REST middleware makes it a JSON error
             await abort(context, exc)
 
