@@ -10,7 +10,9 @@ import grpc
 import pytest
 from conftest import RecordingApp
 from google.api_core import exceptions
-from google.cloud import tasks_v2
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2, tasks_v2beta3
 from google.iam.v1 import policy_pb2
 from google.protobuf import duration_pb2
 from test_client_fixtures import LiveEmulator, MakeClient
@@ -127,16 +129,23 @@ async def test_locations_and_queue_iam_policies(
     await asyncio.to_thread(scenario)
 
 
-async def test_the_v2beta3_client_over_grpc(live_emulator: Callable[..., LiveEmulator]) -> None:
-    from google.cloud import tasks_v2beta3
-
-    emulator = live_emulator()
-    transport = tasks_v2beta3.services.cloud_tasks.transports.CloudTasksGrpcTransport(
-        channel=grpc.insecure_channel(emulator.host)
+def v2beta3_client(emulator: LiveEmulator, transport: str) -> tasks_v2beta3.CloudTasksClient:
+    if transport == "grpc":
+        channel = grpc.insecure_channel(emulator.host)
+        return tasks_v2beta3.CloudTasksClient(
+            transport=tasks_v2beta3.services.cloud_tasks.transports.CloudTasksGrpcTransport(channel=channel)
+        )
+    return tasks_v2beta3.CloudTasksClient(
+        transport="rest", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=emulator.url)
     )
 
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+async def test_the_v2beta3_client(live_emulator: Callable[..., LiveEmulator], transport: str) -> None:
+    emulator = live_emulator()
+
     def scenario() -> None:
-        with tasks_v2beta3.CloudTasksClient(transport=transport) as client:
+        with v2beta3_client(emulator, transport) as client:
             parent = client.queue_path(PROJECT, LOCATION, "default")
             http = tasks_v2beta3.HttpRequest(url="http://127.0.0.1:9/beta", body=b"b3")
             created = client.create_task(parent=parent, task=tasks_v2beta3.Task(http_request=http))
@@ -148,6 +157,27 @@ async def test_the_v2beta3_client_over_grpc(live_emulator: Callable[..., LiveEmu
             again = client.get_operation(request={"name": op.operation.name})
             assert again.metadata.type_url.endswith("google.cloud.tasks.v2beta3.BatchCreateTasksMetadata")
             assert len(list(client.list_tasks(parent=parent))) == 2
+            # v2beta3 keeps a queue's App Engine routing under app_engine_http_queue, and names its type
+            location = client.common_location_path(PROJECT, LOCATION)
+            routing = tasks_v2beta3.AppEngineRouting(service="worker", version="v1")
+            queue = client.create_queue(
+                parent=location,
+                queue=tasks_v2beta3.Queue(
+                    name=client.queue_path(PROJECT, LOCATION, "beta"),
+                    app_engine_http_queue=tasks_v2beta3.AppEngineHttpQueue(app_engine_routing_override=routing),
+                ),
+            )
+            assert queue.app_engine_http_queue.app_engine_routing_override == routing
+            assert queue.type_ == tasks_v2beta3.Queue.Type.PUSH
+            queue.app_engine_http_queue.app_engine_routing_override.service = "mailer"
+            updated = client.update_queue(
+                queue=queue, update_mask={"paths": ["app_engine_http_queue.app_engine_routing_override.service"]}
+            )
+            assert updated.app_engine_http_queue.app_engine_routing_override.service == "mailer"
+            assert client.get_queue(name=queue.name).app_engine_http_queue == updated.app_engine_http_queue
+            # While v2 shows the same queue in its own shape
+            status, seen = emulator.call("GET", f"/v2/{queue.name}")
+            assert (status, seen["appEngineRoutingOverride"]["service"]) == (200, "mailer"), seen
 
     await asyncio.to_thread(scenario)
 

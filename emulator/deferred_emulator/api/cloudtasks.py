@@ -18,6 +18,7 @@ from .operations_json import operation_to_json
 from .queues_json import queue_changes, queue_to_json
 from .stats import queue_stats
 from .tasks_json import response_view, task_from_json, task_to_json
+from .v2beta3 import mask_in, queue_in, queue_out
 
 PREFIX = r"/{version:v2|v2beta3}/projects/{project}/locations/{location}"
 #: Sent by deferred_client's emulator backend: its tasks are App Engine's, with App Engine's size limit.
@@ -57,7 +58,7 @@ def decode_token(token: str) -> tuple[int, int]:
 
 
 def queues_page(
-    emulator: Emulator, parent: str, token: str | None, size: int, stats: dict[str, dict[str, Any]]
+    emulator: Emulator, parent: str, token: str | None, size: int, stats: dict[str, dict[str, Any]], version: str
 ) -> dict[str, Any]:
     """A ListQueues answer: the queues after ``token``, in name order."""
     names = sorted(emulator.queues)
@@ -67,7 +68,9 @@ def queues_page(
         except (ValueError, binascii.Error) as exc:
             raise InvalidArgument("Invalid page token.") from exc
         names = [n for n in names if n > after]
-    out: dict[str, Any] = {"queues": [queue_to_json(emulator.queues[n], parent, stats.get(n)) for n in names[:size]]}
+    out: dict[str, Any] = {
+        "queues": [queue_out(queue_to_json(emulator.queues[n], parent, stats.get(n)), version) for n in names[:size]]
+    }
     if len(names) > size:
         out["nextPageToken"] = base64.urlsafe_b64encode(names[size - 1].encode()).decode()
     return out
@@ -76,9 +79,8 @@ def queues_page(
 async def list_queues(request: web.Request) -> web.Response:
     """ListQueues."""
     size = page_size(request, 100, 9800)
-    page = queues_page(
-        emulator_of(request), parent_of(request), request.query.get("pageToken"), size, await queue_stats(request)
-    )
+    token, version = request.query.get("pageToken"), request.match_info["version"]
+    page = queues_page(emulator_of(request), parent_of(request), token, size, await queue_stats(request), version)
     return json_response(page)
 
 
@@ -100,10 +102,11 @@ async def create_queue(request: web.Request) -> web.Response:
     """CreateQueue: the body is the Queue itself."""
     emulator = emulator_of(request)
     parent = parent_of(request)
-    data = await read_json(request, required=True)
+    version = request.match_info["version"]
+    data = queue_in(await read_json(request, required=True), version)
     base = QueueConfig(new_queue_id(data, parent))
     queue = await emulator.create_queue(base.with_changes(**queue_changes(data, base)))
-    return json_response(queue_to_json(queue, parent))
+    return json_response(queue_out(queue_to_json(queue, parent), version))
 
 
 async def queue_resource(request: web.Request) -> web.Response:
@@ -111,6 +114,7 @@ async def queue_resource(request: web.Request) -> web.Response:
     emulator = emulator_of(request)
     parent = parent_of(request)
     name, action = split_action(request.match_info["queue"], ("pause", "resume", "purge", *IAM_METHODS))
+    version = request.match_info["version"]
     if request.method == "POST":
         if not action:
             raise NotFound("Unknown method.")
@@ -121,23 +125,23 @@ async def queue_resource(request: web.Request) -> web.Response:
             queue = await emulator.purge(name)
         else:
             queue = await emulator.set_state(name, QueueState.PAUSED if action == "pause" else QueueState.RUNNING)
-        return json_response(queue_to_json(queue, parent))
+        return json_response(queue_out(queue_to_json(queue, parent), version))
     if action:
         raise NotFound(f"Unknown method {action!r}.")
     if request.method == "GET":
         queue = await emulator.get_queue(name, create=False)
         stats = await queue_stats(request)
-        return json_response(queue_to_json(queue, parent, stats.get(name)))
+        return json_response(queue_out(queue_to_json(queue, parent, stats.get(name)), version))
     if request.method == "DELETE":
         await emulator.delete_queue(name)
         request.app[iam_policies_key].pop(name, None)
         return json_response({})
-    data = await read_json(request, required=True)
+    data = queue_in(await read_json(request, required=True), version)
     mask_text = request.query.get("updateMask")
-    mask = [m.strip() for m in mask_text.split(",") if m.strip()] if mask_text else None
+    mask = mask_in([m.strip() for m in mask_text.split(",") if m.strip()] if mask_text else None, version)
     queue = await emulator.get_queue(name, create=False)
     queue = await emulator.put_queue(queue.with_changes(**queue_changes(data, queue, mask)))
-    return json_response(queue_to_json(queue, parent))
+    return json_response(queue_out(queue_to_json(queue, parent), version))
 
 
 async def tasks_collection(request: web.Request) -> web.Response:

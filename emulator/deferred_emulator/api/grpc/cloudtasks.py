@@ -20,6 +20,7 @@ from ..common import page_size_of
 from ..operations_json import operation_to_json
 from ..queues_json import queue_changes, queue_to_json
 from ..tasks_json import response_view, task_from_json, task_to_json
+from ..v2beta3 import mask_in, queue_in, queue_out
 from .backend import Backend
 from .names import location_of, operation_of, project_of, queue_of, task_of
 
@@ -30,34 +31,34 @@ async def list_queues(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """ListQueues."""
     parent = location_of(req.get("parent", ""))
     size = page_size_of(req.get("pageSize", 0), 100, 9800)
-    return queues_page(backend.emulator, parent, req.get("pageToken"), size, await backend.stats())
+    return queues_page(backend.emulator, parent, req.get("pageToken"), size, await backend.stats(), backend.version)
 
 
 async def get_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """GetQueue."""
     parent, name = queue_of(req.get("name", ""))
     queue = await backend.emulator.get_queue(name, create=False)
-    return queue_to_json(queue, parent, (await backend.stats()).get(name))
+    return queue_out(queue_to_json(queue, parent, (await backend.stats()).get(name)), backend.version)
 
 
 async def create_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """CreateQueue."""
     parent = location_of(req.get("parent", ""))
-    data = req.get("queue", {})
+    data = queue_in(req.get("queue", {}), backend.version)
     base = QueueConfig(new_queue_id(data, parent))
     queue = await backend.emulator.create_queue(base.with_changes(**queue_changes(data, base)))
-    return queue_to_json(queue, parent)
+    return queue_out(queue_to_json(queue, parent), backend.version)
 
 
 async def update_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """UpdateQueue (only the fields under ``updateMask`` when one is given)."""
-    data = req.get("queue", {})
+    data = queue_in(req.get("queue", {}), backend.version)
     parent, name = queue_of(data.get("name", ""))
     mask_text = req.get("updateMask")
-    mask = [m.strip() for m in mask_text.split(",") if m.strip()] if mask_text else None
+    mask = mask_in([m.strip() for m in mask_text.split(",") if m.strip()] if mask_text else None, backend.version)
     queue = await backend.emulator.get_queue(name, create=False)
     queue = await backend.emulator.put_queue(queue.with_changes(**queue_changes(data, queue, mask)))
-    return queue_to_json(queue, parent)
+    return queue_out(queue_to_json(queue, parent), backend.version)
 
 
 async def delete_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
@@ -71,19 +72,20 @@ async def delete_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
 async def purge_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """PurgeQueue."""
     parent, name = queue_of(req.get("name", ""))
-    return queue_to_json(await backend.emulator.purge(name), parent)
+    return queue_out(queue_to_json(await backend.emulator.purge(name), parent), backend.version)
 
 
 async def pause_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """PauseQueue."""
     parent, name = queue_of(req.get("name", ""))
-    return queue_to_json(await backend.emulator.set_state(name, QueueState.PAUSED), parent)
+    return queue_out(queue_to_json(await backend.emulator.set_state(name, QueueState.PAUSED), parent), backend.version)
 
 
 async def resume_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
     """ResumeQueue."""
     parent, name = queue_of(req.get("name", ""))
-    return queue_to_json(await backend.emulator.set_state(name, QueueState.RUNNING), parent)
+    queue = await backend.emulator.set_state(name, QueueState.RUNNING)
+    return queue_out(queue_to_json(queue, parent), backend.version)
 
 
 # -- IAM ----------------------------------------------------------------------------------------
