@@ -217,3 +217,24 @@ def test_target_picks_among_services_and_url_replaces_the_path(
     cloud.drain(queues=["default"])
     assert sorted(service.DONE) == ["welcome to-default", "welcome to-worker"]
     assert reached == ["/_ah/queue/deferred"]
+
+
+def test_rotated_keys_are_fetched_again_once_the_held_ones_are_old(
+    cloud: CloudTasksStandIn, app: WSGIThread, service: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deferred_client import production_trust
+
+    handler = configure_http_targets(cloud, app)
+    headers = {"X-CloudTasks-TaskName": "t"}
+    body = deferred_client.serialize(service.send_welcome, "before")
+    assert http_post(handler, body, {**headers, "Authorization": "Bearer " + mint(cloud, ACCOUNT, handler)})[0] == 200
+    # The issuer's key changes (a reset makes a new one); the handler still holds the old keys
+    assert cloud.call("POST", "/_emulator/v1/reset", {})[0] == 200
+    rotated = {**headers, "Authorization": "Bearer " + mint(cloud, ACCOUNT, handler)}
+    body = deferred_client.serialize(service.send_welcome, "after")
+    # Keys fetched moments ago are trusted as they are: the new token is refused
+    assert http_post(handler, body, rotated)[0] == 403
+    # Once they are old enough, a token that does not verify makes the handler fetch them again
+    monkeypatch.setattr(production_trust, "REFETCH_AFTER_S", 0.0)
+    assert http_post(handler, body, rotated)[0] == 200
+    assert service.DONE == ["welcome before", "welcome after"]

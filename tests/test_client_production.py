@@ -28,7 +28,7 @@ from deferred_client import (
 )
 from deferred_client.transport import SyncTransport
 from test_client_fixtures import WSGIThread, http_post
-from test_client_production_fixtures import TOKEN, CloudTasksStandIn, FixedToken, StorageEmulator, production
+from test_client_production_fixtures import BUCKET, TOKEN, CloudTasksStandIn, FixedToken, StorageEmulator, production
 
 pytest_plugins = ["test_client_fixtures", "test_client_production_fixtures"]
 
@@ -325,3 +325,37 @@ def test_a_handler_with_no_backend_configured_runs_nothing(
     status, text = http_post(app.url + "/_ah/queue/deferred", body, headers)
     assert status == 403 and b"DEFERRED_BACKEND=cloudtasks" in text
     assert CALLS == []
+
+
+def test_the_environment_variables_of_the_readme_configure_production(
+    app: WSGIThread,
+    cloud_tasks: Callable[..., CloudTasksStandIn],
+    storage: StorageEmulator,
+    credentials: FixedToken,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator = cloud_tasks(app_url=app.url)
+    for name, value in {
+        "DEFERRED_BACKEND": "cloudtasks",
+        "DEFERRED_CLOUD_TASKS_URL": f"http://{emulator.host}",
+        "GOOGLE_CLOUD_PROJECT": emulator.settings.project,
+        "DEFERRED_LOCATION": emulator.settings.location,
+        "DEFERRED_PAYLOAD_BUCKET": BUCKET,
+        "DEFERRED_PAYLOAD_PREFIX": "big/",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DEFERRED_EMULATOR_HOST", raising=False)
+    deferred_client.configure(credentials=credentials)  # the one setting with no variable
+    task = defer(record_size, b"e" * BIG)
+    assert task.entity_key is not None and task.entity_key.startswith("big/")
+    emulator.drain()
+    assert CALLS == [("size", BIG)] and storage.objects() == []
+
+
+def test_a_bucket_that_does_not_exist_fails_the_defer_and_creates_no_task(
+    cloud: CloudTasksStandIn, credentials: FixedToken
+) -> None:
+    production(cloud, credentials, payload_bucket="no-such-bucket")
+    with pytest.raises(deferred_client.Error, match="Cloud Storage upload to gs://no-such-bucket/deferred/"):
+        defer(record_size, b"x" * BIG)
+    assert cloud.tasks() == []
