@@ -21,7 +21,7 @@ from ..operations_json import operation_to_json
 from ..queues_json import queue_changes, queue_to_json
 from ..tasks_json import response_view, task_from_json, task_to_json
 from ..v2beta3 import mask_in, queue_in, queue_out
-from .backend import Backend
+from .backend import Backend, Method
 from .names import location_of, operation_of, project_of, queue_of, task_of
 
 # -- queues -------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ async def resume_queue(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:
 # -- IAM ----------------------------------------------------------------------------------------
 
 
-def iam(method: str) -> Any:
+def iam(method: str) -> Method:
     """getIamPolicy, setIamPolicy or testIamPermissions on the queue named by ``resource``."""
 
     async def call(backend: Backend, req: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,9 @@ from google.cloud.location import locations_pb2
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2, json_format
+from google.protobuf.message import DecodeError
 
+from ...errors import InvalidArgument
 from . import cloudtasks as ct
 from .backend import Backend, Method
 from .convert import from_json
@@ -78,8 +80,19 @@ def message_class(module: ModuleType, name: str) -> Any:
 def unary(handler: Method, request_type: Any, response_type: Any, backend: Backend) -> grpc.RpcMethodHandler[Any, Any]:
     """A unary method: the request as REST JSON to ``handler``, its JSON answer as the response message."""
 
+    unreadable = f"The request is not a valid {request_type.DESCRIPTOR.full_name} message."
+
+    def deserialize(data: bytes) -> Any:
+        # Undecodable bytes reach ``behavior`` as None: grpcio would answer UNKNOWN with a Python traceback's words.
+        try:
+            return request_type.FromString(data)
+        except DecodeError:
+            return None
+
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if request is None:
+                raise InvalidArgument(unreadable)
             answer = await handler(backend, json_format.MessageToDict(request))
             # The REST JSON carries the emulator's own fields too (state, retryCount, ...): not in the proto.
             return from_json(answer, response_type())
@@ -87,7 +100,7 @@ def unary(handler: Method, request_type: Any, response_type: Any, backend: Backe
             await abort(context, exc)
 
     return grpc.unary_unary_rpc_method_handler(
-        behavior, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+        behavior, request_deserializer=deserialize, response_serializer=response_type.SerializeToString
     )
 
 
