@@ -177,6 +177,22 @@ def test_pause_resume_and_purge(world: World) -> None:
     assert rows["mail"][1] == "RUNNING" and rows["mail"][4] == "0"
 
 
+def test_resuming_a_queue_whose_rate_is_0_says_nothing_will_move(world: World) -> None:
+    # Given a paused queue whose rate is 0
+    parent = f"/v2/projects/{world.emulator.settings.project}/locations/{world.emulator.settings.location}"
+    status, _ = world.emulator.call(
+        "PATCH",
+        f"{parent}/queues/mail?updateMask=rateLimits.maxDispatchesPerSecond",
+        {"rateLimits": {"maxDispatchesPerSecond": 0}},
+    )
+    assert status == 200
+    world.cli("pause", "mail")
+    # When it is resumed, Then the CLI says nothing will be delivered rather than a bare "resumed"
+    result = world.cli("resume", "mail")
+    assert result.exit_code == 0
+    assert "rate is 0" in result.output and "nothing will be delivered" in result.output
+
+
 def test_retry_failed_puts_tasks_back(world: World) -> None:
     # Given two failed tasks
     world.app.statuses += [500, 500]
@@ -195,10 +211,17 @@ def test_retry_failed_puts_tasks_back(world: World) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["task", "ghost"], "404: No task named 'ghost' in any queue."),
-        (["pause", "nope"], "no queue named 'nope'"),
-        (["tasks", "nope"], "404: Queue does not exist."),
-        (["retry-failed", "default", "--task", "ghost"], "404: "),
+        (["task", "ghost"], "Error: no task named 'ghost' in any queue\n"),
+        (["task", "ghost", "--queue", "default"], "Error: no task named 'ghost' in queue 'default'\n"),
+        (["task", "ghost", "--queue", "nope"], "Error: no queue named 'nope'\n"),
+        (["run", "ghost"], "Error: no task named 'ghost' in any queue\n"),
+        (["delete", "ghost", "--queue", "default"], "Error: no task named 'ghost' in queue 'default'\n"),
+        (["pause", "nope"], "Error: no queue named 'nope'\n"),
+        (["resume", "nope"], "Error: no queue named 'nope'\n"),
+        (["purge", "nope"], "Error: no queue named 'nope'\n"),
+        (["tasks", "nope"], "Error: no queue named 'nope'\n"),
+        (["retry-failed", "nope"], "Error: no queue named 'nope'\n"),
+        (["retry-failed", "default", "--task", "ghost"], "Error: no failed task named 'ghost' in queue 'default'\n"),
     ],
 )
 def test_mistakes_are_one_line_and_exit_2(world: World, args: list[str], message: str) -> None:
@@ -206,7 +229,7 @@ def test_mistakes_are_one_line_and_exit_2(world: World, args: list[str], message
     result = world.cli(*args)
     # Then it fails with one line and exit status 2
     assert result.exit_code == 2
-    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+    assert result.output == message
 
 
 def test_unreachable_emulator_is_one_line_and_exit_2() -> None:

@@ -89,6 +89,19 @@ def parse_targets(values: tuple[str, ...]) -> dict[str, str]:
     return targets
 
 
+def check_app_url(url: str) -> str:
+    """``--app-url`` as given, if it is an http(s) URL with a host; else one line and exit status 2."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        hint = f" (did you mean http://{url}?)" if "://" not in url else ""
+        raise CliError(f"--app-url {url!r}: expected an http:// or https:// URL such as http://localhost:8080{hint}")
+    return url
+
+
 class OneLineGroup(click.Group):
     """A group whose usage errors are one line and exit status 2, like every other user mistake."""
 
@@ -188,7 +201,7 @@ def serve(
         dispatch=dispatch,
         dispatch_deadline_s=dispatch_deadline,
         log_level=log_level,
-        app_url=str(flags["app_url"]),
+        app_url=check_app_url(str(flags["app_url"])),
         ignore_rate_limits=bool(flags["ignore_rate_limits"]),
         auto_create_queues=bool(flags["auto_create_queues"]),
         virtual_clock=bool(flags["virtual_clock"]),

@@ -32,6 +32,20 @@ class InspectError(click.ClickException):
     exit_code = 2
 
 
+class Missing(InspectError):
+    """Raised when the emulator answers 404: the command says what was missing, the same way everywhere."""
+
+
+def no_queue(queue: str) -> Missing:
+    """Every command's words for a queue that does not exist."""
+    return Missing(f"no queue named {queue!r}")
+
+
+def no_task(name: str, queue: str | None) -> Missing:
+    """Every command's words for a task that does not exist."""
+    return Missing(f"no task named {name!r}" + (f" in queue {queue!r}" if queue else " in any queue"))
+
+
 def emulator_url(option: str | None, environ: dict[str, str] | None = None) -> str:
     """The emulator's base URL: ``--emulator``, else DEFERRED_EMULATOR_HOST, else the default."""
     env = os.environ if environ is None else environ
@@ -60,7 +74,7 @@ class Emulator:
             with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            raise InspectError(_error_text(exc)) from None
+            raise (Missing if exc.code == 404 else InspectError)(_error_text(exc)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise InspectError(f"cannot reach the emulator at {self.base} ({reason}); is it running?") from None
@@ -70,14 +84,26 @@ class Emulator:
     def find_task(self, name: str, queue: str | None) -> dict[str, Any]:
         """One task's JSON, looked up across queues unless ``queue`` is given."""
         query = "?" + urllib.parse.urlencode({"queue": queue}) if queue else ""
-        return dict(self.call("GET", f"{V1}/tasks/{_segment(name)}{query}"))
+        try:
+            return dict(self.call("GET", f"{V1}/tasks/{_segment(name)}{query}"))
+        except Missing:
+            if queue:
+                self.queue_name(queue)  # a missing queue says so
+            raise no_task(name, queue) from None
+
+    def queue_call(self, queue: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A call about one queue, whose 404 is that queue's absence."""
+        try:
+            return self.call(method, path, body)
+        except Missing:
+            raise no_queue(queue) from None
 
     def queue_name(self, queue: str) -> str:
         """The queue's full resource name (``projects/P/locations/L/queues/Q``)."""
         for entry in self.call("GET", f"{V1}/stats")["queues"]:
             if entry["id"] == queue:
                 return str(entry["name"])
-        raise InspectError(f"no queue named {queue!r}")
+        raise no_queue(queue)
 
 
 def _segment(value: str) -> str:
@@ -221,7 +247,7 @@ def tasks(
     terms = [f"{key}:{shlex.quote(value)}" for key, value in (("name", name_prefix), ("callable", callable_)) if value]
     if terms:
         params["filter"] = " ".join(terms)
-    data = api.call("GET", f"{V1}/queues/{_segment(queue)}/tasks?{urllib.parse.urlencode(params)}")
+    data = api.queue_call(queue, "GET", f"{V1}/queues/{_segment(queue)}/tasks?{urllib.parse.urlencode(params)}")
     now = parse_time(data.get("now")) or datetime.now(timezone.utc)
     rows = []
     for t in data["tasks"]:
@@ -332,7 +358,15 @@ def _queue_action(action: str, done: str) -> click.Command:
     @with_emulator
     def command(queue: str, emulator: str | None) -> None:
         api = Emulator(emulator_url(emulator))
-        api.call("POST", f"/v2/{api.queue_name(queue)}:{action}")
+        answer = api.call("POST", f"/v2/{api.queue_name(queue)}:{action}")
+        rate = (answer.get("rateLimits") or {}).get("maxDispatchesPerSecond")
+        if action == "resume" and rate == 0:
+            # Resumed, yet nothing would move: say so rather than a bare "resumed".
+            click.echo(
+                f"resumed queue {queue}, but its rate is 0 (rate: 0 in queue.yaml, or maxDispatchesPerSecond 0):"
+                " nothing will be delivered until the rate is raised"
+            )
+            return
         click.echo(f"{done} queue {queue}")
 
     helps = {
@@ -352,7 +386,12 @@ def retry_failed(queue: str, names: tuple[str, ...], emulator: str | None) -> No
     """Put a queue's failed tasks back in line, due now."""
     api = Emulator(emulator_url(emulator))
     body = {"tasks": list(names)} if names else {}
-    count = api.call("POST", f"{V1}/queues/{_segment(queue)}/failed:retry", body)["retried"]
+    try:
+        count = api.call("POST", f"{V1}/queues/{_segment(queue)}/failed:retry", body)["retried"]
+    except Missing:
+        api.queue_name(queue)  # a missing queue says so
+        shown = ", ".join(repr(n) for n in names)
+        raise Missing(f"no failed task named {shown} in queue {queue!r}") from None
     click.echo(f"retrying {count} failed task{'' if count == 1 else 's'} of queue {queue}")
 
 
