@@ -34,6 +34,8 @@ def deferred_emulator(
     It runs in a thread with its own event loop, with a virtual clock and manual dispatch: tasks run
     when the test calls ``drain()``. ``deferred_client`` talks to it without any environment set up;
     set ``app_url`` to your app server (or call ``serve_wsgi(app)``) so tasks reach your handlers.
+    Google's Cloud Tasks client reaches it too: ``deferred_emulator.cloud_tasks_client()`` (gRPC), or a
+    channel of your own to ``deferred_emulator.grpc_target``.
     """
     from .testing import start
 
