@@ -16,6 +16,7 @@ from typing import Any
 
 import deferred_client
 import pytest
+from aiohttp import web
 from deferred_client.transport import SyncTransport
 from deferred_emulator.api.common import runtime_key
 from test_client_fixtures import WSGIThread, http_post
@@ -62,7 +63,7 @@ def issuer_of(emulator: CloudTasksStandIn) -> str:
     return str(discovery["issuer"])
 
 
-def configure_http_targets(emulator: CloudTasksStandIn, app: WSGIThread, keys: str = "/oauth2/v1/certs") -> str:
+def configure_http_targets(emulator: CloudTasksStandIn, app: Any, keys: str = "/oauth2/v1/certs") -> str:
     """Production configuration with HTTP targets; the handler checks tokens against the emulator's issuer."""
     handler = app.url + "/_ah/queue/deferred"
     issuer = issuer_of(emulator)
@@ -238,3 +239,27 @@ def test_rotated_keys_are_fetched_again_once_the_held_ones_are_old(
     monkeypatch.setattr(production_trust, "REFETCH_AFTER_S", 0.0)
     assert http_post(handler, body, rotated)[0] == 200
     assert service.DONE == ["welcome before", "welcome after"]
+
+
+@pytest.mark.parametrize("kind", ["asgi", "aiohttp"])
+def test_asgi_and_aiohttp_handlers_verify_tokens_too(
+    kind: str,
+    cloud: CloudTasksStandIn,
+    service: ModuleType,
+    asgi_server: Callable[..., Any],
+    aiohttp_thread: Callable[..., Any],
+) -> None:
+    if kind == "asgi":
+        server = asgi_server(deferred_client.asgi_application)
+    else:
+        aio = web.Application()
+        deferred_client.add_aiohttp_route(aio)
+        server = aiohttp_thread(aio)
+    handler = configure_http_targets(cloud, server)
+    deferred_client.defer(service.send_welcome, kind)
+    cloud.drain()
+    assert service.DONE == [f"welcome {kind}"]
+    body = deferred_client.serialize(service.send_welcome, "mallory")
+    forged = {"Authorization": "Bearer " + mint(cloud, ACCOUNT, "https://elsewhere.example/")}
+    assert http_post(handler, body, {"X-CloudTasks-TaskName": "t", **forged})[0] == 403
+    assert service.DONE == [f"welcome {kind}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .execution import AUTHORIZATION, TaskRequest, execute_async, refusal
+from .execution import AUTHORIZATION, TaskRequest, execute_async, refusal_async
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -28,7 +28,7 @@ async def aiohttp_handler(request: web.Request) -> web.Response:
     body = await request.read()
     headers = {k.lower(): v for k, v in request.headers.items() if k[:2] in ("x-", "X-") or k.lower() == AUTHORIZATION}
     task = TaskRequest(request.method, headers, body, _peer(request))
-    reply = refusal(task) or await execute_async(task)
+    reply = await refusal_async(task) or await execute_async(task)
     extra = {"Allow": "POST"} if reply.status == 405 else None
     return web.Response(status=reply.status, text=reply.text, content_type="text/plain", headers=extra)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .execution import Reply, TaskRequest, execute_async, refusal
+from .execution import Reply, TaskRequest, execute_async, refusal_async
 
 __all__ = ["ASGIHandler", "asgi_application"]
 
@@ -60,7 +60,7 @@ class ASGIHandler:
     async def respond(self, scope: Scope, body: bytes) -> Reply:
         """Check and run one delivery (the call runs in a worker thread; coroutines run on the loop)."""
         request = task_request(scope, body)
-        return refusal(request, self.secret) or await execute_async(request)
+        return await refusal_async(request, self.secret) or await execute_async(request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

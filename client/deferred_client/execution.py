@@ -14,7 +14,7 @@ from .errors import PermanentTaskFailure, SingularTaskFailure
 from .serialize import run
 from .signing import SecretUnavailable, emulator_secret, forget_secrets, verify
 
-__all__ = ["Reply", "TaskRequest", "execute", "execute_async", "refusal", "set_log_level"]
+__all__ = ["Reply", "TaskRequest", "execute", "execute_async", "refusal", "refusal_async", "set_log_level"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,13 @@ def refusal(request: TaskRequest, secret: str | None = None) -> Reply | None:
         )
     _log_headers(request)
     return None
+
+
+async def refusal_async(request: TaskRequest, secret: str | None = None) -> Reply | None:
+    """``refusal`` for asyncio handlers: in production its check may fetch signing keys, so it runs in a thread."""
+    if current_config().production:
+        return await asyncio.to_thread(refusal, request, secret)
+    return refusal(request, secret)
 
 
 def _log_headers(request: TaskRequest) -> None:
