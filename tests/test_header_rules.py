@@ -149,3 +149,26 @@ async def test_rpc_http_bulk_add_refuses_the_header_naming_it(emulator: Handle, 
     assert (name if name != "X A" else "'X A'") in response.application_error.detail
     listed = await emulator.call("GET", f"{API}/queues/default/tasks")
     assert not listed.get("tasks")
+
+
+@pytest.mark.parametrize(("name", "value"), [("Transfer-Encoding", "chunked"), ("X A", "1"), ("X-A", "a\r\nb")])
+async def test_grpc_create_task_refuses_the_header_naming_it(make_front_emulator: Any, name: str, value: str) -> None:
+    import grpc
+    from google.cloud import tasks_v2
+
+    emu = await make_front_emulator(dispatch=False)
+    queue = f"{API.removeprefix('/v2/')}/queues/default"
+    task = tasks_v2.Task(
+        app_engine_http_request=tasks_v2.AppEngineHttpRequest(relative_uri="/w", headers={name: value})
+    )
+    request = tasks_v2.CreateTaskRequest(parent=queue, task=task)
+    async with grpc.aio.insecure_channel(emu.host) as channel:
+        call = channel.unary_unary(
+            "/google.cloud.tasks.v2.CloudTasks/CreateTask",
+            request_serializer=lambda data: data,
+            response_deserializer=lambda data: data,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(tasks_v2.CreateTaskRequest.serialize(request), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (name if name != "X A" else "'X A'") in (raised.value.details() or "")

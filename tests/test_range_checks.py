@@ -127,3 +127,15 @@ def test_queue_yaml_huge_storage_limit_is_one_clear_error(tmp_path: Path) -> Non
     path.write_text("total_storage_limit: " + "9" * 400 + "T\nqueue:\n- name: q\n  rate: 1/s\n")
     with pytest.raises(QueueYamlError, match="total_storage_limit"):
         load_queue_yaml(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e300", "0"])
+def test_serve_refuses_a_dispatch_deadline_out_of_range(value: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from deferred_emulator.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["serve", "--port", "0", "--db", str(tmp_path / "t.db"), "--dispatch-deadline", value]
+    )
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "--dispatch-deadline" in result.output

@@ -89,6 +89,13 @@ def parse_targets(values: tuple[str, ...]) -> dict[str, str]:
     return targets
 
 
+def check_deadline(seconds: float) -> float:
+    """``--dispatch-deadline`` if it is a number (click's range lets NaN through)."""
+    if seconds != seconds:
+        raise CliError("--dispatch-deadline nan: expected a number of seconds between 0.001 and 86415")
+    return seconds
+
+
 def check_app_url(url: str) -> str:
     """``--app-url`` as given, if it is an http(s) URL with a host; else one line and exit status 2."""
     parts = urlsplit(url)
@@ -151,7 +158,8 @@ cli.add_command(tail)
 )
 @click.option(
     "--dispatch-deadline",
-    type=click.FloatRange(0.001),
+    # At most App Engine's 24h15s; and NaN, which every comparison lets through, is not a number of seconds.
+    type=click.FloatRange(0.001, 24 * 3600 + 15),
     default=600.0,
     envvar=ENV + "DISPATCH_DEADLINE",
     show_default=True,
@@ -199,7 +207,7 @@ def serve(
         db_path=db_path,
         queue_yaml=queue_yaml,
         dispatch=dispatch,
-        dispatch_deadline_s=dispatch_deadline,
+        dispatch_deadline_s=check_deadline(dispatch_deadline),
         log_level=log_level,
         app_url=check_app_url(str(flags["app_url"])),
         ignore_rate_limits=bool(flags["ignore_rate_limits"]),

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 TASK_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,500}$")
 QUEUE_NAME_RE = re.compile(r"^[a-zA-Z0-9-]{1,100}$")
 MAX_ETA_S = 30 * 24 * 3600
+#: The longest dispatch deadline there is (App Engine tasks: 24h15s).
+MAX_DEADLINE_S = 24 * 3600 + 15
 #: Where production's errors point for the rules of names.
 TASK_NAME_DOC = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.name"
 QUEUE_NAME_DOC = "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#Queue.FIELDS.name"
@@ -310,7 +312,8 @@ class Emulator:
     def lease_us(self, task: Task) -> int:
         """How long a claim lasts: the task's deadline plus a margin."""
         deadline = task.deadline_s or self.settings.dispatch_deadline_s
-        return int((deadline + 30) * US)
+        # Bounded: a deadline read from an older database must not overflow SQLite's integers.
+        return int((min(deadline, MAX_DEADLINE_S) + 30) * US)
 
     async def retry_failed(self, queue: str, name: str | None = None) -> int:
         """Put FAILED tasks back in line, due now."""
