@@ -61,6 +61,20 @@ def test_the_client_finds_the_emulator_by_itself(deferred_emulator: DeferredEmul
     assert (queued.retry_count, queued.last_status, queued.last_dispatch) == (0, None, None)
 
 
+def test_production_settings_in_the_environment_do_not_leak_into_the_fixture(
+    deferred_emulator: DeferredEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "DEFERRED_BACKEND": "cloudtasks",
+        "DEFERRED_HANDLER_URL": "https://app.example/_ah/queue/deferred",
+        "DEFERRED_PAYLOAD_BUCKET": "prod-bucket",
+    }.items():
+        monkeypatch.setenv(name, value)
+    task = deferred_client.defer(record, b"x" * 200_000)
+    [queued] = deferred_emulator.tasks()
+    assert queued.name == task.name and queued.url == "/_ah/queue/deferred"
+
+
 def test_a_queued_payload_runs_inline(deferred_emulator: DeferredEmulator) -> None:
     # Given a deferred call
     deferred_client.defer(record, "inline", _countdown=600)

@@ -360,7 +360,10 @@ def start(db_dir: Path, overrides: dict[str, Any] | None = None) -> Iterator[Def
     try:
         emulator = DeferredEmulator(server.url, project=settings.project, location=settings.location)
         emulator._app_url_set = settings.app_url != UNSET_APP_URL
-        with configured(host=emulator.host, secret=settings.secret or ""):
+        # Pinned, so production settings in the shell (DEFERRED_BACKEND=cloudtasks...) never reach Cloud Tasks.
+        with configured(
+            host=emulator.host, secret=settings.secret or "", backend="emulator", handler_url="", payload_bucket=""
+        ):
             try:
                 yield emulator
             finally:
