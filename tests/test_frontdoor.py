@@ -65,7 +65,22 @@ async def test_large_messages_cross_the_relay_both_ways(make_front_emulator: Mak
     body = bytes(range(256)) * 3600  # 900 KiB
     async with grpc.aio.insecure_channel(emu.host) as channel:
         created = await create_task(channel, body, view="FULL")
-    assert created.http_request.body == body
+        assert created.http_request.body == body
+        # And many such answers at once, on two connections, all arrive whole
+        get = channel.unary_unary(
+            "/google.cloud.tasks.v2.CloudTasks/GetTask",
+            request_serializer=tasks_v2.GetTaskRequest.serialize,
+            response_deserializer=tasks_v2.Task.pb().FromString,
+        )
+        async with grpc.aio.insecure_channel(emu.host) as other:
+            get_other = other.unary_unary(
+                "/google.cloud.tasks.v2.CloudTasks/GetTask",
+                request_serializer=tasks_v2.GetTaskRequest.serialize,
+                response_deserializer=tasks_v2.Task.pb().FromString,
+            )
+            request = tasks_v2.GetTaskRequest(name=created.name, response_view=tasks_v2.Task.View.FULL)
+            answers = await asyncio.gather(*(rpc(request, timeout=60) for rpc in [get, get_other] * 8))
+    assert all(answer.http_request.body == body for answer in answers)
 
 
 async def test_grpc_and_rest_calls_interleave_on_the_same_port(make_front_emulator: MakeEmulator) -> None:
@@ -113,3 +128,12 @@ async def test_a_connection_that_says_nothing_is_closed_in_time(
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
     await writer.wait_closed()
+
+
+async def test_without_unix_sockets_the_relay_uses_a_loopback_port(
+    make_front_emulator: MakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(frontdoor.socket, "AF_UNIX")
+    emu = await make_front_emulator(dispatch=False)
+    async with grpc.aio.insecure_channel(emu.host) as channel:
+        assert (await create_task(channel, b"x")).name.startswith(QUEUE)

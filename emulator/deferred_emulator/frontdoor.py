@@ -1,8 +1,9 @@
 """One port for REST and gRPC: a connection's first bytes tell HTTP/2 (gRPC) from HTTP/1 (everything else).
 
 grpcio cannot take over a socket something else accepted, so gRPC connections are relayed, byte for
-byte, to the gRPC server on a unix socket of its own; HTTP/1 connections are handed to aiohttp's
-protocol itself, and cost nothing more once their first bytes are read.
+byte, to the gRPC server on a unix socket of its own (a loopback port where there are none); HTTP/1
+connections are handed to aiohttp's protocol itself, and cost nothing more once their first bytes
+are read.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class FrontSite(web.BaseSite):
     With ``Settings.grpc_port`` set, the gRPC server listens there too, directly (no relay).
     """
 
-    __slots__ = ("_sock", "_name", "grpc", "grpc_dir", "grpc_port", "relays", "relay_transports")
+    __slots__ = ("_sock", "_name", "grpc", "grpc_dir", "grpc_port", "grpc_inner_port", "relays", "relay_transports")
 
     def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
         super().__init__(runner)
@@ -142,6 +143,8 @@ class FrontSite(web.BaseSite):
         self.grpc_dir: Path | None = None
         #: the port of ``--grpc-port`` as bound, if asked for.
         self.grpc_port: int | None = None
+        #: where the relay reaches the gRPC server when there are no unix sockets.
+        self.grpc_inner_port: int | None = None
         self.relays: set[asyncio.Future[None]] = set()
         self.relay_transports: set[asyncio.Transport] = set()
 
@@ -166,8 +169,12 @@ class FrontSite(web.BaseSite):
         assert self.grpc_dir is not None
         loop = asyncio.get_running_loop()
         try:
-            path = str(self.grpc_dir / "grpc.sock")
-            upstream, _ = await loop.create_unix_connection(lambda: Pipe(self.relay_transports, client), path)
+            if self.grpc_inner_port is None:
+                path = str(self.grpc_dir / "grpc.sock")
+                upstream, _ = await loop.create_unix_connection(lambda: Pipe(self.relay_transports, client), path)
+            else:
+                address = ("127.0.0.1", self.grpc_inner_port)
+                upstream, _ = await loop.create_connection(lambda: Pipe(self.relay_transports, client), *address)
         except OSError:
             logger.exception("cannot reach the gRPC server")
             client.close()
@@ -187,7 +194,10 @@ class FrontSite(web.BaseSite):
         settings = runner.app[settings_key]
         self.grpc_dir = Path(tempfile.mkdtemp(prefix="deferred-emulator-"))
         grpc = GrpcServer(runner.app)
-        grpc.listen(f"unix:{self.grpc_dir / 'grpc.sock'}")
+        if hasattr(socket, "AF_UNIX"):
+            grpc.listen(f"unix:{self.grpc_dir / 'grpc.sock'}")
+        else:  # no unix sockets (Windows): a loopback port of its own
+            self.grpc_inner_port = grpc.listen("127.0.0.1:0")
         if settings.grpc_port is not None:
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             self.grpc_port = grpc.listen(f"{host}:{settings.grpc_port}")
