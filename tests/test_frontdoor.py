@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+from pathlib import Path
 
 import grpc
 import pytest
+from aiohttp import web
 from conftest import API, Handle, MakeEmulator
 from deferred_emulator import frontdoor
+from deferred_emulator.app import create_app
 from deferred_emulator.frontdoor import PREFACE
+from deferred_emulator.settings import Settings
 from google.cloud import tasks_v2
 from google.protobuf import json_format
 
@@ -137,3 +142,28 @@ async def test_without_unix_sockets_the_relay_uses_a_loopback_port(
     emu = await make_front_emulator(dispatch=False)
     async with grpc.aio.insecure_channel(emu.host) as channel:
         assert (await create_task(channel, b"x")).name.startswith(QUEUE)
+
+
+async def test_stopping_closes_connections_that_have_not_spoken(tmp_path: Path) -> None:
+    app = create_app(Settings(db_path=str(tmp_path / "t.sqlite3"), port=0, dispatch=False))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    site = frontdoor.FrontSite(runner, sock)
+    await site.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    try:
+        writer.write(PREFACE[:5])  # undecided: it could still become HTTP/2
+        await writer.drain()
+        for _ in range(500):  # until the server has read them (bounded)
+            if site.undecided:
+                break
+            await asyncio.sleep(0.01)
+        assert site.undecided
+        # When the emulator stops, that connection is closed too (nothing else would ever close it)
+        await runner.cleanup()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert not site.undecided
+    finally:
+        writer.close()
+        await writer.wait_closed()

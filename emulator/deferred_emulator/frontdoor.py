@@ -85,6 +85,7 @@ class Sniffer(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.timer = asyncio.get_running_loop().call_later(UNDECIDED_TIMEOUT_S, transport.close)
+        self.site.undecided.add(transport)
 
     def data_received(self, data: bytes) -> None:
         """Decide as soon as the bytes differ from the HTTP/2 preface, or complete it."""
@@ -103,12 +104,18 @@ class Sniffer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Gone before a decision."""
+        self.decided()
+
+    def decided(self) -> None:
+        """No longer the site's to close."""
         self.timer.cancel()
+        if self.transport is not None:
+            self.site.undecided.discard(self.transport)
 
     def to_http(self) -> None:
         """Hand the connection to aiohttp, with what was read."""
         assert self.transport is not None
-        self.timer.cancel()
+        self.decided()
         protocol = self.site.http_protocol()
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
@@ -117,7 +124,7 @@ class Sniffer(asyncio.Protocol):
     def to_grpc(self) -> None:
         """Relay the connection to the gRPC server."""
         assert self.transport is not None
-        self.timer.cancel()
+        self.decided()
         client = self.transport
         client.pause_reading()
         pipe = Pipe(self.site.relay_transports)
@@ -132,7 +139,17 @@ class FrontSite(web.BaseSite):
     With ``Settings.grpc_port`` set, the gRPC server listens there too, directly (no relay).
     """
 
-    __slots__ = ("_sock", "_name", "grpc", "grpc_dir", "grpc_port", "grpc_inner_port", "relays", "relay_transports")
+    __slots__ = (
+        "_sock",
+        "_name",
+        "grpc",
+        "grpc_dir",
+        "grpc_port",
+        "grpc_inner_port",
+        "relays",
+        "relay_transports",
+        "undecided",
+    )
 
     def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
         super().__init__(runner)
@@ -147,6 +164,8 @@ class FrontSite(web.BaseSite):
         self.grpc_inner_port: int | None = None
         self.relays: set[asyncio.Future[None]] = set()
         self.relay_transports: set[asyncio.Transport] = set()
+        #: connections whose first bytes have not said yet which protocol they speak.
+        self.undecided: set[asyncio.Transport] = set()
 
     @property
     def name(self) -> str:
@@ -213,8 +232,9 @@ class FrontSite(web.BaseSite):
             relay.cancel()
         if self.grpc is not None:
             await self.grpc.stop()
-        # The gRPC server closes its side in its own threads: our side of each relay is closed here.
-        for transport in list(self.relay_transports):
+        # The gRPC server closes its side in its own threads: our side of each relay is closed here, and
+        # connections still undecided are no one else's to close.
+        for transport in [*self.relay_transports, *self.undecided]:
             transport.abort()
         await asyncio.sleep(0)  # the transports' connection_lost, which closes their sockets
         if self.grpc_dir is not None:
