@@ -2,6 +2,7 @@
 
 Run as its own process (``python bench/handler.py PORT``) so its CPU is not charged to the emulator
 or to the benchmark driver. Paths under ``/fail`` answer 500, for the retry measurement.
+``POST /_bench/floor`` answers without recording (the round-trip floor).
 ``GET /_bench/arrivals?since=N`` returns the records from index N on; ``POST /_bench/reset`` clears them.
 """
 
@@ -25,6 +26,12 @@ async def deliver(request: web.Request) -> web.Response:
     arrivals.append((now, float(eta), request.path))
     if request.path.startswith("/fail"):
         return web.Response(status=500, text="failing on purpose")
+    return web.Response(text="ok")
+
+
+async def floor(request: web.Request) -> web.Response:
+    """Read the body and answer at once, recording nothing: the other end of the round-trip floor."""
+    await request.read()
     return web.Response(text="ok")
 
 
@@ -52,6 +59,7 @@ def main() -> None:
     app.router.add_get("/_bench/arrivals", get_arrivals)
     app.router.add_get("/_bench/count", count)
     app.router.add_post("/_bench/reset", reset)
+    app.router.add_post("/_bench/floor", floor)
     app.router.add_route("*", "/{tail:.*}", deliver)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 

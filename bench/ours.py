@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import deferred_client
+import ingest
 from deferred_client.client import BATCH_ADD, EmulatorClient
 from deferred_client.config import Config
 from procs import Handler, Proc, free_port, http, project_env, wait_http
@@ -49,6 +51,13 @@ class Ours:
         self.client = EmulatorClient(self.config)
         self.handler = handler
 
+    @staticmethod
+    def has_grpc() -> bool:
+        """Whether this build serves gRPC too (``serve --grpc-port``)."""
+        args = [sys.executable, "-m", "deferred_emulator", "serve", "--help"]
+        done = subprocess.run(args, env=project_env(), capture_output=True, timeout=60, check=False)
+        return b"--grpc-port" in done.stdout
+
     def stop(self) -> None:
         """Stop the emulator."""
         self.proc.stop()
@@ -74,6 +83,27 @@ class Ours:
         for w in workers:
             w.join()
         return per * threads / (time.perf_counter() - t0)
+
+    def warm_up(self, n: int = 20) -> None:
+        """A few deliveries due now, so connections and caches are warm before timing starts; then none left."""
+        self.handler.reset()
+        arg = payload_arg()
+        for _ in range(n):
+            deferred_client.defer(noop, arg)
+        got, _ = self.handler.wait_count(n, 30)
+        if got < n:
+            raise RuntimeError(f"warm-up: {got} of {n} tasks delivered")
+        self.handler.reset()
+
+    def delivered_per_task(self, n: int, threads: int = 4) -> float:
+        """Tasks/s from the start of per-task ``defer()`` calls (due now) to the last delivery of ``n`` tasks."""
+        self.handler.reset()
+        t0 = time.time()
+        self.defer_rate(n, threads)
+        got, last = self.handler.wait_count(n, 120)
+        if got < n:
+            raise RuntimeError(f"delivered {got} of {n} tasks")
+        return n / (last - t0)
 
     def batch_body(self, count: int, eta_s: float | None = None, path: str = "/task") -> bytes:
         """A tasks:batchAdd body of ``count`` tasks with ~200-byte bodies."""
@@ -101,14 +131,6 @@ class Ours:
 
     # -- delivery -----------------------------------------------------------------------------
 
-    def delivered_rate(self, n: int) -> dict[str, float]:
-        """Tasks/s from the start of enqueueing (batchAdd) to the last delivery of ``n`` tasks."""
-        self.handler.reset()
-        t0 = time.time()
-        enqueue = self.batch_add(n)
-        got, last = self.handler.wait_count(n, 120)
-        return {"delivered_per_s": got / (last - t0), "enqueue_per_s": enqueue, "delivered": got}
-
     def backlog_rate(self, n: int) -> dict[str, float]:
         """Tasks/s delivering ``n`` tasks that piled up in a paused queue, from resume to the last one."""
         self.handler.reset()
@@ -118,6 +140,32 @@ class Ours:
         self.queue_action("resume")
         got, last = self.handler.wait_count(n, 180)
         return {"delivered_per_s": got / (last - t0), "delivered": got}
+
+    def delivery_window(self, backlog: int, window_s: float, clients: int = 0) -> dict[str, Any]:
+        """Deliveries/s over ``window_s`` from ``backlog`` tasks due now, while ``clients`` connections add tasks.
+
+        The backlog is added to the paused queue, the load generator (if any) starts, then the queue is
+        resumed; after the window the queue is purged, so each run starts from the same state.
+        """
+        self.queue_action("pause")
+        self.batch_add(backlog)
+        self.handler.reset()
+        log = Path(self.proc.log_path or "ingest.log").with_suffix(".ingest.log")
+        load = ingest.start(self.url, clients, window_s + 2.0, log) if clients else None
+        try:
+            if load is not None:
+                time.sleep(1.0)  # the load is at full speed before delivery starts
+            self.queue_action("resume")
+            time.sleep(0.5)
+            c0, t0 = self.handler.count()[0], time.time()
+            time.sleep(window_s)
+            c1, t1 = self.handler.count()[0], time.time()
+        finally:
+            added = ingest.finish(load) if load is not None else {}
+        self.queue_action("purge")
+        out = {"delivered_per_s": (c1 - c0) / (t1 - t0), "ingest_per_s": added.get("per_s", 0.0)}
+        out["backlog_ran_out"] = c1 >= backlog
+        return out
 
     def lateness(self, n: int, ahead_s: float = 2.0, spacing_s: float = 0.004) -> dict[str, float]:
         """Lateness of ``n`` tasks each due ``ahead_s`` after it was deferred (one every ``spacing_s``)."""

@@ -1,16 +1,21 @@
-"""``make bench``: our emulator, the peer (gcloud-tasks-emulator) and a raw aiohttp loop, measured in one run.
+"""``make bench``: our emulator against the peer (gcloud-tasks-emulator), like with like, in one run.
 
-Prints a table and writes bench/results/<timestamp>.json. Options: ``--quick`` (smaller counts, for
-trying the benchmark itself), ``--no-peer``, ``--no-scale``.
+Every comparison does the same shape of work on both sides (one call per task against one call per
+task), with fresh server processes for every run, at least three runs per side in rotated order,
+and reports the median with min and max and the load average. Prints a table and writes
+bench/results/<timestamp>.json. Options: ``--quick`` (smaller counts), ``--no-peer``, ``--no-scale``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,207 +23,303 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent / "emulator"), str(BENCH.parent / "client")]
 
 import peer  # noqa: E402
+from fair import Spread, rotated, spread  # noqa: E402
+from floor import floor_rate  # noqa: E402
 from ours import Ours  # noqa: E402
-from procs import Handler  # noqa: E402
-from rawloop import raw_rate  # noqa: E402
-from report import Figure, table, write  # noqa: E402
+from procs import Handler, free_port, wait_port  # noqa: E402
+from report import Figure, one, table, write  # noqa: E402
 from scale import build_db, measure  # noqa: E402
 from stats import backoff_formula  # noqa: E402
 
 RETRY = {"minBackoff": "0.1s", "maxBackoff": "2s", "maxDoublings": 2}
 RETRY_ATTEMPTS = 7
 #: How long the whole run may wait for the peer's venv to install.
-PEER_INSTALL_BUDGET_S = 360
+PEER_INSTALL_BUDGET_S = 300
+#: Connections adding tasks in the delivery-under-ingest line.
+INGEST_CLIENTS = 200
 
 
 def log(message: str) -> None:
-    """Progress on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    """Progress on stderr, with the load average."""
+    load = os.getloadavg()[0]
+    print(f"[{time.strftime('%H:%M:%S')} load {load:.1f}] {message}", file=sys.stderr, flush=True)
 
 
-def ours_core(work: Path, handler: Handler, n: dict[str, int]) -> dict[str, Any]:
-    """Enqueue rates, delivery, lateness and retries of our emulator."""
-    out: dict[str, Any] = {}
-    emu = Ours(work, work / "enqueue.sqlite3", handler, "--ignore-rate-limits")
-    try:
-        out["startup_empty_s"] = emu.startup_s
-        emu.defer_rate(200, countdown=3600)  # warm up connections and caches
-        out["defer_1"] = emu.defer_rate(n["enqueue"], 1, countdown=3600)
-        out["defer_4"] = emu.defer_rate(n["enqueue"], 4, countdown=3600)
-        # The best of three runs of about a second each: on a shared VM one run can lose a third to a neighbour.
-        out["batch_add_runs"] = [emu.batch_add(n["batch"], 100, eta_s=time.time() + 3600) for _ in range(3)]
-        out["batch_add"] = max(out["batch_add_runs"])
-        log(
-            f"ours enqueue: {out['defer_1']:.0f}/s, 4 threads {out['defer_4']:.0f}/s, batchAdd {out['batch_add']:.0f}/s"
+class Bench:
+    """One run of the benchmark: the work directory, the trivial app, the counts."""
+
+    def __init__(self, work: Path, handler: Handler, n: dict[str, int], with_peer: bool) -> None:
+        self.work = work
+        self.handler = handler
+        self.n = n
+        self.with_peer = with_peer
+        self.grpc = Ours.has_grpc()
+        self._dbs = 0
+
+    @contextmanager
+    def ours(self, *extra: str) -> Iterator[Ours]:
+        """A fresh emulator on a fresh database."""
+        self._dbs += 1
+        emu = Ours(self.work, self.work / f"ours-{self._dbs}.sqlite3", self.handler, "--ignore-rate-limits", *extra)
+        try:
+            yield emu
+        finally:
+            emu.stop()
+
+    @contextmanager
+    def peer(self) -> Iterator[peer.Peer]:
+        """A fresh peer (it slows down with every task it holds)."""
+        p = peer.Peer(self.work, self.handler, max_retries=RETRY_ATTEMPTS - 1)
+        try:
+            yield p
+        finally:
+            p.stop()
+
+    def _ours_defer(self, n: int, threads: int, countdown: float | None) -> float:
+        with self.ours() as emu:
+            emu.warm_up()
+            rate = emu.defer_rate(n, threads, countdown=countdown)
+            # Tasks due now are delivered while they are added: wait for them, so the next run starts quiet.
+            if countdown is None:
+                self.handler.wait_count(n, 60)
+            return rate
+
+    def _peer_create(self, n: int, threads: int, due_in_s: float) -> float:
+        with self.peer() as p:
+            self.handler.reset()
+            rate = p.enqueue_rate(n, threads, due_in_s)
+            if not due_in_s:
+                self.handler.wait_count(n + 1, 60)  # the client's warm-up task is delivered too
+            return rate
+
+    def _sides(self, ours: Callable[[], Any], theirs: Callable[[], Any]) -> dict[str, Callable[[], Any]]:
+        sides = {"ours": ours}
+        if self.with_peer:
+            sides["peer"] = theirs
+        return sides
+
+    def enqueue(self) -> dict[str, Any]:
+        """Per-task enqueue: sync defer() against the peer's gRPC create_task, and the http.client floor."""
+        n = self.n
+        out: dict[str, Any] = {}
+        sides = self._sides(
+            lambda: self._ours_defer(n["enqueue"], 1, None), lambda: self._peer_create(n["enqueue"], 1, 0)
         )
-    finally:
-        emu.stop()
-    emu = Ours(work, work / "deliver.sqlite3", handler, "--ignore-rate-limits")
-    try:
-        # The best of two runs (a run lasts about two seconds, and the raw loop is the best of two as well).
-        runs = [emu.delivered_rate(n["e2e"]) for _ in range(2)]
-        out["e2e"] = max(runs, key=lambda run: run["delivered_per_s"])
-        out["backlog"] = emu.backlog_rate(n["backlog"])
-        log(f"ours delivered: {out['e2e']['delivered_per_s']:.0f}/s, backlog {out['backlog']['delivered_per_s']:.0f}/s")
-        out["lateness"] = emu.lateness(n["lateness"])
-        log(f"ours lateness: {out['lateness']}")
-        out["retry_delays"] = emu.retry_delays(RETRY_ATTEMPTS, RETRY)
-        out["peak_rss_mb"] = emu.proc.peak_rss() / 2**20
-    finally:
-        emu.stop()
-    return out
+        sides["floor"] = lambda: floor_rate("127.0.0.1", self.handler.port, n["floor"])
+        out["due_now_1"] = rotated(sides)
+        log(f"1 thread, due now: {summary(out['due_now_1'])}")
+        out["due_now_4"] = rotated(
+            self._sides(lambda: self._ours_defer(n["enqueue"], 4, None), lambda: self._peer_create(n["enqueue"], 4, 0))
+        )
+        log(f"4 threads, due now: {summary(out['due_now_4'])}")
+        out["waiting_1"] = rotated(
+            self._sides(
+                lambda: self._ours_defer(n["waiting"], 1, 3600), lambda: self._peer_create(n["waiting"], 1, 3600)
+            )
+        )
+        log(f"1 thread, due in an hour: {summary(out['waiting_1'])}")
+        return out
+
+    def google_client(self) -> dict[str, Any]:
+        """Google's client (the same version, from the peer's venv): create_task over REST and gRPC, due now."""
+        n = self.n["gclient"]
+
+        def ours(transport: str) -> float:
+            grpc_port = free_port()
+            with self.ours(*(["--grpc-port", str(grpc_port)] if transport == "grpc" else [])) as emu:
+                emu.warm_up()
+                endpoint = f"127.0.0.1:{grpc_port if transport == 'grpc' else emu.port}"
+                if transport == "grpc":
+                    wait_port(grpc_port, emu.proc)
+                rate = float(peer.google_client(endpoint, transport, "enqueue", n, 1, 0)["rate"])
+                self.handler.wait_count(n + 1, 60)
+                return rate
+
+        sides: dict[str, Callable[[], Any]] = {"ours_rest": lambda: ours("rest")}
+        if self.grpc:
+            sides["ours_grpc"] = lambda: ours("grpc")
+        if self.with_peer:
+            sides["peer_grpc"] = lambda: self._peer_create(n, 1, 0)
+        out = rotated(sides)
+        log(f"Google's client: {summary(out)}")
+        return out
+
+    def delivered(self) -> dict[str, Any]:
+        """Delivered end to end, per-task enqueue from 4 threads on both sides (tasks due now)."""
+        n = self.n["e2e"]
+
+        def ours() -> float:
+            with self.ours() as emu:
+                emu.warm_up()
+                return emu.delivered_per_task(n, 4)
+
+        def theirs() -> float:
+            with self.peer() as p:
+                return p.delivered_rate(n, 4)
+
+        out = rotated(self._sides(ours, theirs))
+        log(f"delivered end to end: {summary(out)}")
+        return out
+
+    def lateness(self) -> dict[str, Any]:
+        """Tasks due 2 s after they were added: arrival minus ETA."""
+        n = self.n["lateness"]
+
+        def ours() -> dict[str, float]:
+            with self.ours() as emu:
+                emu.warm_up()
+                return emu.lateness(n)
+
+        def theirs() -> dict[str, float]:
+            with self.peer() as p:
+                return p.lateness(n)
+
+        out = rotated(self._sides(ours, theirs))
+        log(f"lateness: {out['ours'][0]}")
+        return out
+
+    def ours_alone(self) -> dict[str, Any]:
+        """batchAdd, delivery under heavy ingest against idle, and retry delays (ours only)."""
+        out: dict[str, Any] = {}
+        with self.ours() as emu:
+            emu.defer_rate(200, countdown=3600)  # warm up connections and caches
+            runs = [emu.batch_add(self.n["batch"], 100, eta_s=time.time() + 3600) for _ in range(3)]
+            out["batch_add"] = (runs, [os.getloadavg()[0]] * 3)
+            log(f"batchAdd: {[round(r) for r in runs]}")
+        with self.ours() as emu:
+            emu.warm_up()
+            backlog, window = self.n["backlog"], self.n["window_s"]
+            out["ingest"] = rotated(
+                {
+                    "idle": lambda: emu.delivery_window(backlog, window),
+                    "busy": lambda: emu.delivery_window(backlog, window, INGEST_CLIENTS),
+                }
+            )
+            log(f"delivery idle {out['ingest']['idle'][0]}, under ingest {out['ingest']['busy'][0]}")
+            out["retry_delays"] = emu.retry_delays(RETRY_ATTEMPTS, RETRY)
+        return out
+
+    def peer_retry(self) -> list[float]:
+        """The peer's delays between attempts of a failing task."""
+        with self.peer() as p:
+            return p.retry_delays(RETRY_ATTEMPTS)
 
 
-def ours_scale(work: Path, handler: Handler, sizes: list[int], idle_s: float, enqueue_n: int) -> dict[str, Any]:
-    """Startup, memory, idle CPU, enqueue and lateness on an empty db and on the big ones."""
-    out: dict[str, Any] = {}
-    for size in [0, *sizes]:
-        db = work / f"scale-{size}.sqlite3"
-        if size == 0:
-            build_db(db, 0)
-        out[size] = measure(work, db, handler, enqueue_n, idle_s)
-        log(f"ours with {size:,} waiting: {out[size]}")
-    return out
+def summary(results: dict[str, Any]) -> str:
+    """Medians of each side, for the progress log."""
+    parts = []
+    for name, (values, _) in results.items():
+        if values and isinstance(values[0], (int, float)):
+            parts.append(f"{name} {statistics.median(values):,.0f}")
+    return ", ".join(parts)
 
 
-def peer_all(work: Path, handler: Handler, n: dict[str, int], idle_s: float) -> dict[str, Any]:
-    """The same measurements on the peer; a fresh peer for each, as it slows down with every task it holds."""
-    out: dict[str, Any] = {}
-
-    def fresh() -> peer.Peer:
-        return peer.Peer(work, handler, max_retries=RETRY_ATTEMPTS - 1)
-
-    p = fresh()
-    try:
-        out["startup_empty_s"] = p.startup_s
-        out["defer_1"] = p.enqueue_rate(n["enqueue"], 1, 3600)
-    finally:
-        p.stop()
-    p = fresh()
-    try:
-        out["defer_4"] = p.enqueue_rate(n["enqueue"], 4, 3600)
-        log(f"peer enqueue: {out['defer_1']:.0f}/s, 4 threads {out['defer_4']:.0f}/s")
-    finally:
-        p.stop()
-    p = fresh()
-    try:
-        out["e2e"] = p.delivered_rate(n["e2e"])
-    finally:
-        p.stop()
-    p = fresh()
-    try:
-        out["backlog"] = p.backlog_rate(n["backlog"])
-        log(f"peer delivered: {out['e2e']['delivered_per_s']:.0f}/s, backlog {out['backlog']['delivered_per_s']:.0f}/s")
-    finally:
-        p.stop()
-    p = fresh()
-    try:
-        out["lateness"] = p.lateness(n["lateness"])
-        out["immediate_lateness"] = p.lateness(100, 0.0, 0.01)
-        out["retry_delays"] = p.retry_delays(RETRY_ATTEMPTS)
-        log(f"peer lateness: {out['lateness']}")
-    finally:
-        p.stop()
-    p = fresh()
-    try:
-        count = n["peer_scale"]
-        out["scale_fill_per_s"] = p.enqueue_rate(count, 4, 3600)
-        time.sleep(0.5)
-        scale: dict[str, Any] = {"waiting": count, "idle_cpu_pct": p.proc.idle_cpu(idle_s) * 100}
-        scale["defer_per_s"] = p.enqueue_rate(n["scale_enqueue"] // 2, 1, 3600)
-        scale["immediate_lateness"] = p.lateness(50, 0.0, 0.01)
-        scale["peak_rss_mb"] = p.proc.peak_rss() / 2**20
-        out["scale"] = scale
-        log(f"peer with {count:,} waiting: {scale}")
-    finally:
-        p.stop()
-    return out
-
-
-def figures(ours: dict[str, Any], scale: dict[int, Any], peer_out: dict[str, Any], raw: float) -> list[Figure]:
-    """The table's lines, with the targets of the speed issue."""
-    p = peer_out or {}
-    pe = p.get("e2e", {}).get("delivered_per_s")
-    pb = p.get("backlog", {}).get("delivered_per_s")
-    oe, ob = ours["e2e"]["delivered_per_s"], ours["backlog"]["delivered_per_s"]
-    late, plate = ours["lateness"], p.get("lateness", {})
-    f = [
-        Figure("enqueue, sync defer(), 1 thread", "tasks/s", ours["defer_1"], p.get("defer_1"), target=">= 2.5x peer"),
-        Figure("enqueue, sync defer(), 4 threads", "tasks/s", ours["defer_4"], p.get("defer_4")),
-        Figure("enqueue, tasks:batchAdd of 100", "tasks/s", ours["batch_add"], target=">= 20,000"),
-        Figure("delivered, 5,000 enqueued at once", "tasks/s", oe, pe, raw, ">= 2.5x peer, >= 0.5x raw"),
-        Figure("delivered, 20,000 backlog after resume", "tasks/s", ob, pb, raw),
-        Figure("lateness p50, due 2 s ahead", "ms", late["p50_ms"], plate.get("p50_ms"), None, "<= 5", None, False),
-        Figure("lateness p99, due 2 s ahead", "ms", late["p99_ms"], plate.get("p99_ms"), None, "<= 20", None, False),
-        Figure("lateness max, due 2 s ahead", "ms", late["max_ms"], plate.get("max_ms"), higher_is_better=False),
-    ]
-    f[0].met = p.get("defer_1") is not None and f[0].vs_peer is not None and f[0].vs_peer >= 2.5
-    f[2].met = ours["batch_add"] >= 20_000
-    f[3].met = (pe is not None and oe >= 2.5 * pe) and oe >= 0.5 * raw
-    f[5].met, f[6].met = late["p50_ms"] <= 5, late["p99_ms"] <= 20
-    empty = scale.get(0)
-    ps = p.get("scale", {})
-    for size, s in scale.items():
-        label = "empty" if size == 0 else f"{size:,} waiting"
-        peer_label = size == 0 or size == max(scale)
-        rows = [
-            Figure(f"{label}: startup", "s", s["startup_s"], None, None, "< 2" if size else "", None, False),
-            Figure(
-                f"{label}: peak RSS", "MB", s["peak_rss_mb"], ps.get("peak_rss_mb") if peer_label and size else None
-            ),
-            Figure(
-                f"{label}: CPU while idle",
-                "%",
-                s["idle_cpu_pct"],
-                ps.get("idle_cpu_pct") if size and peer_label else None,
-            ),
-            Figure(
-                f"{label}: sync defer()",
-                "tasks/s",
-                s["defer_per_s"],
-                ps.get("defer_per_s") if size and peer_label else None,
-            ),
-            Figure(f"{label}: immediate task lateness p50", "ms", s["immediate_lateness"]["p50_ms"]),
-            Figure(f"{label}: immediate task lateness p99", "ms", s["immediate_lateness"]["p99_ms"]),
-            Figure(f"{label}: GET /stats", "ms", s["stats_ms"]),
-        ]
-        for row in rows[1:3]:
-            row.higher_is_better = False
-        for row in rows[4:]:
-            row.higher_is_better = False
-        if size == 0 and p.get("immediate_lateness"):
-            rows[4].peer = p["immediate_lateness"]["p50_ms"]
-            rows[5].peer = p["immediate_lateness"]["p99_ms"]
-        if size and peer_label and ps.get("immediate_lateness"):
-            rows[4].peer = ps["immediate_lateness"]["p50_ms"]
-            rows[5].peer = ps["immediate_lateness"]["p99_ms"]
-        if size == max(scale) and size and empty:
-            rows[0].met = s["startup_s"] < 2
-            rows[1].target, rows[1].met = "<= 150", s["peak_rss_mb"] <= 150
-            rows[2].target, rows[2].met = "< 1", s["idle_cpu_pct"] < 1
-            rows[3].target = "within 10% of empty"
-            rows[3].met = s["defer_per_s"] >= 0.9 * empty["defer_per_s"]
-            rows[4].target = "within 10% of empty (or 1 ms)"
-            base = empty["immediate_lateness"]["p50_ms"]
-            rows[4].met = s["immediate_lateness"]["p50_ms"] <= max(base * 1.1, base + 1)
-        f += rows
-    if ps:
-        f.append(Figure(f"peer holds {ps['waiting']:,} waiting tasks (its scale row)", "tasks", None, ps["waiting"]))
+def figures(enq: dict[str, Any], gc: dict[str, Any], e2e: dict[str, Any], late: dict[str, Any]) -> list[Figure]:
+    """The per-task comparisons against the peer, with the targets of the speed issue."""
+    f: list[Figure] = []
+    d1 = enq["due_now_1"]
+    floor = spread(d1["floor"])
+    ours1, peer1 = spread(d1["ours"]), spread(d1["peer"]) if "peer" in d1 else None
+    row = Figure(
+        "sync defer(), 1 thread, 2k tasks due now, empty queue (peer: gRPC create_task)", "tasks/s", ours1, peer1
+    )
+    row.target = ">= 3x peer"
+    row.met = row.ratio is not None and row.ratio >= 3
+    f.append(row)
+    fl = Figure("http.client keep-alive POST floor (200 B, trivial aiohttp handler)", "req/s", floor)
+    ratio_floor = (ours1.median or 0) / floor.median if floor.median else None
+    fl.ratio_override, fl.ratio_note = ratio_floor, "(defer() 1 thread / floor)"
+    fl.target, fl.met = "defer() >= 0.75x floor", ratio_floor is not None and ratio_floor >= 0.75
+    f.append(fl)
+    d4 = enq["due_now_4"]
+    row = Figure(
+        "sync defer(), 4 threads, due now, empty queue (peer: gRPC create_task)", "tasks/s", spread(d4["ours"])
+    )
+    row.peer = spread(d4["peer"]) if "peer" in d4 else None
+    row.target, row.met = ">= 3x peer", row.ratio is not None and row.ratio >= 3
+    f.append(row)
+    w1 = enq["waiting_1"]
+    row = Figure("sync defer(), 1 thread, due in an hour (queue fills to thousands)", "tasks/s", spread(w1["ours"]))
+    row.peer = spread(w1["peer"]) if "peer" in w1 else None
+    f.append(row)
+    peer_grpc = spread(gc["peer_grpc"]) if "peer_grpc" in gc else None
+    if "ours_rest" in gc:
+        row = Figure("Google's client create_task, 1 thread, due now: ours REST vs peer gRPC", "tasks/s", None)
+        row.ours, row.peer, row.target = spread(gc["ours_rest"]), peer_grpc, ">= 1x peer gRPC"
+        row.met = row.ratio is not None and row.ratio >= 1
+        f.append(row)
+    if "ours_grpc" in gc:
+        row = Figure("Google's client create_task, 1 thread, due now: ours gRPC vs peer gRPC", "tasks/s", None)
+        row.ours, row.peer = spread(gc["ours_grpc"]), peer_grpc
+        row.target = ">= 2x peer"
+        row.met = row.ratio is not None and row.ratio >= 2
+        f.append(row)
+    row = Figure(
+        "delivered end to end, per-task enqueue from 4 threads, 3k tasks due now", "tasks/s", spread(e2e["ours"])
+    )
+    row.peer = spread(e2e["peer"]) if "peer" in e2e else None
+    row.target, row.met = ">= 3x peer", row.ratio is not None and row.ratio >= 3
+    f.append(row)
+    for key, limit in (("p50_ms", 5), ("p99_ms", 20)):
+        row = Figure(f"lateness {key[:3]}, tasks due 2 s after they were added", "ms", spread(late["ours"], key))
+        row.peer = spread(late["peer"], key) if "peer" in late else None
+        row.higher_is_better, row.target = False, f"<= {limit}"
+        row.met = (row.ours.median or 0) <= limit if row.ours else None
+        f.append(row)
     return f
 
 
-def retry_rows(ours: dict[str, Any], peer_out: dict[str, Any]) -> list[Figure]:
+def alone_figures(alone: dict[str, Any], scale: dict[int, Any]) -> list[Figure]:
+    """Ours without a peer counterpart: batchAdd, delivery under ingest, and the big database."""
+    f = []
+    row = Figure("tasks:batchAdd of 100 tasks, 1 thread", "tasks/s", spread(alone["batch_add"]))
+    row.target, row.met = ">= 20,000", (row.ours.median or 0) >= 20_000 if row.ours else None
+    f.append(row)
+    idle, busy = spread(alone["ingest"]["idle"], "delivered_per_s"), spread(alone["ingest"]["busy"], "delivered_per_s")
+    ingest = spread(alone["ingest"]["busy"], "ingest_per_s")
+    f.append(Figure("delivered/s from a backlog, API idle", "tasks/s", idle))
+    row = Figure(f"delivered/s from a backlog, {INGEST_CLIENTS} connections adding tasks", "tasks/s", busy)
+    ratio = (busy.median or 0) / idle.median if idle.median else None
+    row.ratio_override, row.ratio_note = ratio, "(under ingest / idle)"
+    row.target, row.met = ">= 0.5x idle", ratio is not None and ratio >= 0.5
+    f.append(row)
+    f.append(Figure(f"  tasks added/s meanwhile by the {INGEST_CLIENTS} connections", "tasks/s", ingest))
+    empty = scale.get(0)
+    for size, s in scale.items():
+        label = "empty database" if size == 0 else f"{size:,} tasks waiting"
+        rows = [
+            Figure(f"{label}: startup", "s", one(s["startup_s"]), higher_is_better=False),
+            Figure(f"{label}: peak RSS", "MB", one(s["peak_rss_mb"]), higher_is_better=False),
+            Figure(
+                f"{label}: CPU while idle ({s['idle_s']:.0f} s)", "%", one(s["idle_cpu_pct"]), higher_is_better=False
+            ),
+            Figure(f"{label}: sync defer(), 1 thread, due in an hour", "tasks/s", Spread(s["defer_runs"], [])),
+            Figure(f"{label}: immediate task lateness p50", "ms", one(s["immediate_lateness"]["p50_ms"])),
+            Figure(f"{label}: immediate task lateness p99", "ms", one(s["immediate_lateness"]["p99_ms"])),
+        ]
+        if size and size == max(scale):
+            rows[0].target, rows[0].met = "< 2", s["startup_s"] < 2
+            rows[1].target, rows[1].met = "<= 150", s["peak_rss_mb"] <= 150
+            rows[2].target, rows[2].met = "< 1", s["idle_cpu_pct"] < 1
+            if empty:
+                base = statistics.median(empty["defer_runs"])
+                rows[3].target = "within 10% of empty"
+                rows[3].met = statistics.median(s["defer_runs"]) >= 0.9 * base
+        f += rows
+    return f
+
+
+def retry_rows(ours: list[float], theirs: list[float]) -> list[Figure]:
     """Delays between attempts of a failing task, ours against the formula and the peer's."""
-    want = [backoff_formula(i, 0.1, 2.0, 2) for i in range(1, RETRY_ATTEMPTS)]
-    got = ours["retry_delays"]
-    theirs = (peer_out or {}).get("retry_delays") or []
     rows = []
-    for i, expected in enumerate(want):
-        o = got[i] if i < len(got) else None
+    for i in range(RETRY_ATTEMPTS - 1):
+        expected = backoff_formula(i + 1, 0.1, 2.0, 2)
+        o = ours[i] if i < len(ours) else None
         q = theirs[i] if i < len(theirs) else None
-        err = None if o is None else (o - expected) * 1000
-        rows.append(Figure(f"retry delay {i + 1} (formula {expected:g} s)", "s", o, q, target=f"{expected:g}"))
-        rows[-1].met = err is not None and 0 <= err <= 50
+        row = Figure(f"retry delay {i + 1} (formula {expected:g} s)", "s", one(o), one(q), target=f"{expected:g}")
+        row.compare = False
+        row.met = o is not None and 0 <= (o - expected) * 1000 <= 50
+        rows.append(row)
     return rows
 
 
@@ -227,59 +328,72 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--no-peer", action="store_true", help="skip gcloud-tasks-emulator")
-    parser.add_argument("--no-scale", action="store_true", help="skip the 100k / 1M databases")
+    parser.add_argument("--no-scale", action="store_true", help="skip the 1,000,000-task database")
     args = parser.parse_args()
     q = args.quick
     n = {
-        "enqueue": 1000 if q else 5000,
+        "enqueue": 500 if q else 2000,
+        "floor": 1000 if q else 4000,
+        "waiting": 500 if q else 3000,
+        "gclient": 300 if q else 1500,
+        "e2e": 600 if q else 3000,
+        "lateness": 100 if q else 300,
         "batch": 5000 if q else 20000,
-        "e2e": 1000 if q else 5000,
-        "backlog": 4000 if q else 20000,
-        "lateness": 100 if q else 500,
-        "peer_scale": 2000 if q else 20000,
-        "scale_enqueue": 500 if q else 2000,
+        "backlog": 10000 if q else 30000,
+        "window_s": 1 if q else 3,
+        "scale_enqueue": 300 if q else 1000,
     }
-    sizes = [] if args.no_scale else ([10_000, 100_000] if q else [100_000, 1_000_000])
+    sizes = [] if args.no_scale else ([20_000] if q else [1_000_000])
     idle_s = 3.0 if q else 10.0
     started = time.perf_counter()
     details: dict[str, Any] = {"counts": n, "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
+    log("starting")
     with tempfile.TemporaryDirectory(prefix="deferred-bench-") as tmp:
         work = Path(tmp)
         install_log = work / "peer-install.log"
         installing = None if args.no_peer else peer.start_install(install_log)
-        for size in sizes:
-            log(f"building a database of {size:,} waiting tasks")
-            details[f"build_{size}_s"] = build_db(work / f"scale-{size}.sqlite3", size)
-        peer_problem = "skipped (--no-peer)" if args.no_peer else None
-        if not args.no_peer:
-            log("waiting for the peer's venv" if installing else "peer venv ready")
-            budget = max(30.0, PEER_INSTALL_BUDGET_S - (time.perf_counter() - started))
-            peer_problem = peer.finish_install(installing, install_log, budget)
-        details["peer_install_s"] = time.perf_counter() - started
         handler = Handler(work)
         try:
-            log("raw aiohttp loop")
-            raw = max(raw_rate(handler.url, n["e2e"] * 2, c) for c in (50, 200))
-            log(f"raw loop: {raw:.0f}/s")
-            ours = ours_core(work, handler, n)
-            scale = ours_scale(work, handler, sizes, idle_s, n["scale_enqueue"])
-            peer_out: dict[str, Any] = {}
-            if peer_problem is None:
-                try:
-                    peer_out = peer_all(work, handler, n, idle_s)
-                except Exception as exc:  # the bench still reports our figures
-                    peer_problem = f"the peer failed: {exc}"
+            bench = Bench(work, handler, n, with_peer=False)
+            # Ours alone first: the peer's venv installs meanwhile on a fresh checkout.
+            alone = bench.ours_alone()
+            scale: dict[int, Any] = {}
+            for size in [0, *sizes]:
+                db = work / f"scale-{size}.sqlite3"
+                log(f"building a database of {size:,} waiting tasks")
+                details[f"build_{size}_s"] = build_db(db, size)
+                scale[size] = {**measure(work, db, handler, n["scale_enqueue"], idle_s), "idle_s": idle_s}
+                db.unlink(missing_ok=True)
+                log(f"{size:,} waiting: {scale[size]}")
+            peer_problem = "skipped (--no-peer)" if args.no_peer else None
+            if not args.no_peer:
+                log("waiting for the peer's venv" if installing else "peer venv ready")
+                budget = max(30.0, PEER_INSTALL_BUDGET_S - (time.perf_counter() - started))
+                peer_problem = peer.finish_install(installing, install_log, budget)
+            details["peer_install_s"] = time.perf_counter() - started
+            bench.with_peer = peer_problem is None
+            enq = bench.enqueue()
+            gclient = bench.google_client() if bench.with_peer else {}
+            e2e = bench.delivered()
+            late = bench.lateness()
+            peer_retry = bench.peer_retry() if bench.with_peer else []
         finally:
             handler.stop()
-    details.update({"ours": ours, "scale": scale, "peer": peer_out, "raw_per_s": raw, "peer_problem": peer_problem})
+    details.update({"enqueue": enq, "google_client": gclient, "e2e": e2e, "lateness": late, "alone": alone})
+    details.update({"scale": scale, "peer_problem": peer_problem, "loadavg_end": os.getloadavg()})
     details["total_s"] = time.perf_counter() - started
-    rows = figures(ours, scale, peer_out, raw) + retry_rows(ours, peer_out)
+    rows = figures(enq, gclient, e2e, late) if gclient or args.no_peer else []
+    rows += alone_figures(alone, scale) + retry_rows(alone["retry_delays"], peer_retry)
     path = write(rows, details)
     print(table(rows))
     if peer_problem:
         print(f"\npeer: {peer_problem}")
+    if not bench.grpc:
+        print("\nours over gRPC: this build serves no gRPC (no --grpc-port)")
+    start, end = details["loadavg_start"], details["loadavg_end"]
     print(
-        f"\n{len(rows)} figures in {details['total_s']:.0f}s; load average at start {details['loadavg_start'][0]:.1f}"
+        f"\n{len(rows)} figures in {details['total_s']:.0f}s on {os.cpu_count()} CPUs; load average"
+        f" {start[0]:.1f} at start, {end[0]:.1f} at the end (1-min), {end[2]:.1f} over the last 15 min"
     )
     print(f"written to {path.relative_to(BENCH.parent)}")
 

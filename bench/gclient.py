@@ -1,6 +1,11 @@
-"""Drive gcloud-tasks-emulator with google-cloud-tasks over gRPC; prints one JSON line. Runs in bench/.peer-venv.
+"""Google's ``google-cloud-tasks`` client against an emulator, over gRPC or REST; prints one JSON line.
 
-Usage: peer_driver.py PORT enqueue N THREADS DUE_IN_S | spaced N AHEAD_S SPACING_S | pause | resume | fail
+Runs in bench/.peer-venv, so the peer and our emulator are driven by the very same client version.
+
+Usage: gclient.py ENDPOINT TRANSPORT COMMAND ARGS...
+  ENDPOINT   host:port
+  TRANSPORT  grpc | rest
+  COMMAND    enqueue N THREADS DUE_IN_S | delivered N THREADS | spaced N AHEAD_S SPACING_S | pause | resume | fail
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import threading
 import time
 
 import grpc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
 from google.cloud.tasks_v2 import CloudTasksClient, Task
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.protobuf import timestamp_pb2
@@ -19,9 +26,15 @@ QUEUE = "projects/local-project/locations/us-central1/queues/default"
 BODY = b"b" * 200
 
 
-def client(port: int) -> CloudTasksClient:
-    """A client on an insecure channel, as the peer's README shows."""
-    return CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(f"127.0.0.1:{port}")))
+def client(endpoint: str, transport: str) -> CloudTasksClient:
+    """gRPC on an insecure channel (as the peer's README shows), or REST over plain HTTP."""
+    if transport == "grpc":
+        return CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+    return CloudTasksClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=f"http://{endpoint}"),
+    )
 
 
 def task(path: str = "/task", due_s: float | None = None) -> Task:
@@ -35,9 +48,10 @@ def task(path: str = "/task", due_s: float | None = None) -> Task:
 
 
 def enqueue(c: CloudTasksClient, n: int, threads: int, due_in_s: float) -> dict[str, float]:
-    """Create ``n`` tasks from ``threads`` threads; the rate and when it started."""
+    """Create ``n`` tasks from ``threads`` threads, one call each; the rate and when it started."""
     per = n // threads
     barrier = threading.Barrier(threads + 1)
+    c.create_task(parent=QUEUE, task=task())  # the channel is up before timing starts
 
     def work() -> None:
         barrier.wait()
@@ -57,8 +71,8 @@ def enqueue(c: CloudTasksClient, n: int, threads: int, due_in_s: float) -> dict[
 
 def main() -> None:
     """Run one command and print its result."""
-    port, command, *args = sys.argv[1:]
-    c = client(int(port))
+    endpoint, transport, command, *args = sys.argv[1:]
+    c = client(endpoint, transport)
     out: dict[str, object] = {}
     if command == "enqueue":
         out = enqueue(c, int(args[0]), int(args[1]), float(args[2]))
