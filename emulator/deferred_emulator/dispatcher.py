@@ -58,6 +58,8 @@ class Dispatcher:
         self._sleeping_until: int | None = None
         #: Whether the last pass stopped at a concurrency limit (a finishing delivery should wake it).
         self._starved = False
+        #: Whether the last pass left due tasks for want of a free slot (not for a queue's own rate or limit).
+        self._behind = False
         #: Outcomes waiting to be written together, and the task writing them (group commit).
         self._to_commit: list[tuple[tuple[Task, Attempt, str, int], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
@@ -148,16 +150,18 @@ class Dispatcher:
         now = self.emulator.now_us()
         mono = time.monotonic()
         delays: list[float] = []
-        self._starved = False
+        self._starved = self._behind = False
         for queue in list(self.emulator.queues.values()):
             if (only is not None and queue.name not in only) or not self._dispatchable(queue):
                 continue
             if len(self._inflight) >= self.settings.max_in_flight:
-                self._starved = True
+                self._starved = self._behind = True
                 break
             delay = await self._claim_queue(queue, now, mono, ignore)
             if delay is not None:
                 delays.append(delay)
+        # Due tasks wait for a slot: adds get a bounded share of the loop until they have one (ingestgate.py).
+        self.emulator.gate.set_busy(self._behind)
         return min(delays) if delays else None
 
     @staticmethod
@@ -180,6 +184,8 @@ class Dispatcher:
             allowance = min(allowance, tokens)
         if allowance <= 0:
             self._starved = True
+            # Held back by the slots all queues share, not by this queue's own max_concurrent.
+            self._behind = self._behind or queue.max_concurrent is None or ignore
             return None  # a finishing delivery wakes the loop
         tasks = await self.store.claim_due(queue.name, now, allowance, now + self._lease_us())
         if bucket is not None and tasks:
@@ -187,6 +193,7 @@ class Dispatcher:
         for task in tasks:
             self.start_delivery(task)
         if len(tasks) == allowance:
+            self._behind = self._behind or bucket is None or allowance < tokens
             return 0.0
         eta = await self.store.next_eta(queue.name)
         return None if eta is None else max(0.0, (eta - now) / US)

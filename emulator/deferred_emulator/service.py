@@ -18,6 +18,7 @@ from .errors import (
     help_link,
 )
 from .header_rules import check_headers
+from .ingestgate import IngestGate
 from .models import NewTask, QueueConfig, QueueState, TargetKind, Task, TaskState
 from .oidc import Issuer, default_issuer
 from .operations import Operations
@@ -107,6 +108,8 @@ class Emulator:
         self.clock = clock
         self.queues: dict[str, QueueConfig] = {}
         self.hooks = Hooks()
+        #: Meters adds while deliveries are behind (ingestgate.py); the dispatcher says when.
+        self.gate = IngestGate()
         #: queue.yaml's ``total_storage_limit`` in bytes (None: no limit).
         self.total_storage_limit: int | None = None
         #: BatchCreateTasks / BatchDeleteTasks and the operations they answered with.
@@ -249,9 +252,13 @@ class Emulator:
 
     async def store_tasks(self, checked: Sequence[NewTask], now: int | None = None) -> list[Task]:
         """Store validated tasks atomically (all or none), then wake the dispatcher."""
-        if self.total_storage_limit is not None:
-            await self._check_storage(checked)
-        added = await self.store.add_tasks(checked, self.now_us() if now is None else now)
+        since = await self.gate.admit()
+        try:
+            if self.total_storage_limit is not None:
+                await self._check_storage(checked)
+            added = await self.store.add_tasks(checked, self.now_us() if now is None else now)
+        finally:
+            self.gate.spent(since)
         if added:
             self.hooks.added(min(task.eta_us for task in added))
         return added
