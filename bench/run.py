@@ -26,7 +26,7 @@ import peer  # noqa: E402
 from fair import Spread, rotated, spread  # noqa: E402
 from floor import floor_rate  # noqa: E402
 from ours import Ours  # noqa: E402
-from procs import Handler, free_port, wait_port  # noqa: E402
+from procs import Handler  # noqa: E402
 from report import Figure, one, table, write  # noqa: E402
 from scale import build_db, measure  # noqa: E402
 from stats import backoff_formula  # noqa: E402
@@ -125,12 +125,10 @@ class Bench:
         n = self.n["gclient"]
 
         def ours(transport: str) -> float:
-            grpc_port = free_port()
-            with self.ours(*(["--grpc-port", str(grpc_port)] if transport == "grpc" else [])) as emu:
+            # One port serves REST and gRPC alike, as users run it.
+            with self.ours() as emu:
                 emu.warm_up()
-                endpoint = f"127.0.0.1:{grpc_port if transport == 'grpc' else emu.port}"
-                if transport == "grpc":
-                    wait_port(grpc_port, emu.proc)
+                endpoint = f"127.0.0.1:{emu.port}"
                 rate = float(peer.google_client(endpoint, transport, "enqueue", n, 1, 0)["rate"])
                 self.handler.wait_count(n + 1, 60)
                 return rate
