@@ -199,3 +199,17 @@ async def test_a_full_disk_answers_503_and_nothing_stays_stuck(
             if not tasks and emu.dispatcher.in_flight() == 0:
                 break
             await asyncio.sleep(0.05)
+
+
+async def test_rpc_http_add_while_locked_is_a_transient_error_naming_the_cause(emu: Handle) -> None:
+    pytest.importorskip("google.appengine.api", reason="needs the gae extra (appengine-python-standard)")
+    from test_gae_rpc import TQ, add_request, bulk_add
+
+    other = lock_database(emu.emulator.store.path)
+    try:
+        response = await bulk_add(emu, add_request(name="t1"))
+    finally:
+        other.rollback()
+        other.close()
+    assert response.application_error.code == TQ.TaskQueueServiceError.TRANSIENT_ERROR
+    assert "locked by another program" in response.application_error.detail

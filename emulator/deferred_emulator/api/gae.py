@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..dberrors import StoreUnavailable
 from ..errors import EmulatorError
 from .common import runtime_key
 from .gae_datastore import DatastoreApi
@@ -42,6 +43,11 @@ class Call:
     method: str
     request: bytes
     ticket: str
+
+
+#: The application error codes for "try again later": taskqueue's TRANSIENT_ERROR, datastore_v3's TIMEOUT.
+TASKQUEUE_TRANSIENT = 2
+UNAVAILABLE_CODES = {"taskqueue": TASKQUEUE_TRANSIENT, "datastore_v3": 5}
 
 
 class BadRpcBody(EmulatorError):
@@ -98,6 +104,12 @@ class ApiServer:
             logger.info("%s.%s: application error %d: %s", call.service, call.method, exc.code, exc.detail)
             response.application_error.code = exc.code
             response.application_error.detail = exc.detail
+        except StoreUnavailable as exc:
+            # The database takes no change now (locked, disk full, gone): a transient error the SDK raises as
+            # taskqueue.TransientError or datastore_errors.Timeout, with the cause in its text.
+            logger.warning("%s.%s: %s", call.service, call.method, exc.message)
+            response.application_error.code = UNAVAILABLE_CODES.get(call.service, TASKQUEUE_TRANSIENT)
+            response.application_error.detail = exc.message
         except RpcError as exc:
             logger.warning("%s.%s: %s", call.service, call.method, exc.detail)
             response.rpc_error.code = exc.code

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ..clock import US
+from ..dberrors import StoreUnavailable
 from ..errors import EmulatorError, InvalidArgument, QueueNotFound, TaskExists, TaskNotFound, TaskTombstoned
 from ..header_rules import check_headers
 from ..models import NewTask, QueueConfig, QueueState, RetryConfig, TaskState
@@ -215,6 +216,8 @@ class TaskQueueApi:
             return TOMBSTONED_TASK
         except QueueNotFound:
             return UNKNOWN_QUEUE
+        except StoreUnavailable:
+            raise  # the whole call fails as transient (see gae.py)
         except EmulatorError as exc:
             logger.warning("taskqueue.BulkAdd: task %s not added: %s", new.name, exc.message)
             return INTERNAL_ERROR
