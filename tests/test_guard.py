@@ -14,7 +14,7 @@ import deferred_client
 import pytest
 from conftest import API, Handle, MakeEmulator, RecordingApp
 from deferred_client.config import HOST_ENV
-from deferred_emulator.guard import HostPolicy, split_host_header
+from deferred_emulator.guard import HOST_VERDICTS, HostPolicy, split_host_header
 
 TASKS = f"{API}/queues/default/tasks"
 PICKLE = base64.b64encode(pickle.dumps(("os", "system", ("echo pwned",)))).decode()
@@ -252,3 +252,13 @@ async def test_json_constants_that_are_not_numbers_are_refused(quiet: Handle) ->
     body = '{"rateLimits": {"maxDispatchesPerSecond": NaN}}'
     status, error = await send(quiet, "PATCH", f"{API}/queues/default", body, {"Content-Type": "application/json"})
     assert (status, error["error"]["status"]) == (400, "INVALID_ARGUMENT")
+
+
+def test_host_verdicts_are_remembered_and_their_number_bounded() -> None:
+    policy = HostPolicy("127.0.0.1", ())
+    for _ in range(2):  # the second time from memory
+        assert policy.permits("localhost:8123") and not policy.permits("evil.example:8123")
+    for i in range(1000):
+        assert not policy.permits(f"h{i}.example")
+    assert len(policy._verdicts) <= HOST_VERDICTS
+    assert policy.permits("127.0.0.1:8123") and not policy.permits("evil.example:8123")
