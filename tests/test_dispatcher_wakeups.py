@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from conftest import Handle, RecordingApp
+from conftest import API, Handle, MakeEmulator, RecordingApp
 
 
 def rfc3339(delta_s: float) -> str:
@@ -47,10 +47,11 @@ async def test_a_task_due_after_the_next_look_does_not_wake_the_loop(
     assert emulator.dispatcher._sleeping_until == until
     # When a task due now is added
     await emulator.add()
-    # Then it wakes the loop and is delivered
+    # Then it is delivered, handed over as it was added: no claim, and the loop sleeps on
     [req] = await app_server.wait_for(1)
     assert req.path == "/work"
-    assert len(claims) >= 1
+    assert claims == []
+    assert emulator.dispatcher._sleeping_until == until
 
 
 async def test_a_retry_is_delivered_after_its_backoff_without_other_wakeups(
@@ -76,3 +77,34 @@ async def test_deliveries_beyond_the_in_flight_limit_all_arrive(make_emulator: A
     # Then each finished delivery makes room for the next, until all arrived
     # (a lost wake-up stalls for good; the bound only has to outlast a slow machine)
     assert len(await app_server.wait_for(10, timeout=60)) == 10
+
+
+async def test_a_task_added_due_now_never_overtakes_one_that_waits(
+    make_emulator: MakeEmulator, app_server: RecordingApp
+) -> None:
+    # Given one delivery slot for the queue, held by an app that does not answer yet, and two tasks waiting
+    emulator = await make_emulator(app_url=app_server.url, ignore_rate_limits=True, max_in_flight=2)
+    app_server.hold = asyncio.Event()
+    for name in ("a", "b", "c"):
+        await emulator.add(name=name)
+    await app_server.wait_for(1, timeout=5)
+    # When a fourth task due now is added
+    await emulator.add(name="d")
+    # Then, once the app answers, the tasks arrive in the order they were added
+    app_server.hold.set()
+    got = await app_server.wait_for(4, timeout=10)
+    assert [r.headers["X-AppEngine-TaskName"] for r in got] == ["a", "b", "c", "d"]
+
+
+async def test_a_task_added_to_a_paused_queue_waits_for_resume(emulator: Handle, app_server: RecordingApp) -> None:
+    # Given the queue asleep and paused
+    await asleep(emulator)
+    await emulator.call("POST", f"{API}/queues/default:pause", {})
+    # When a task due now is added
+    await emulator.add(name="later")
+    await asyncio.sleep(0.05)
+    # Then it is not delivered until the queue is resumed
+    assert app_server.requests == []
+    await emulator.call("POST", f"{API}/queues/default:resume", {})
+    [req] = await app_server.wait_for(1, timeout=5)
+    assert req.headers["X-AppEngine-TaskName"] == "later"

@@ -73,7 +73,11 @@ class Dispatcher:
         self.leases = Leases(self.store, emulator.now_us, self._inflight.keys, self.wake)
         self._store_warning = ""
         emulator.hooks = Hooks(
-            wake=self.wake, run_now=self.start_delivery, queue_changed=self._queue_changed, added=self.notice
+            wake=self.wake,
+            run_now=self.start_delivery,
+            queue_changed=self._queue_changed,
+            added=self.notice,
+            take_now=self.take_now,
         )
 
     def __repr__(self) -> str:
@@ -92,6 +96,33 @@ class Dispatcher:
         """A task became due at ``eta_us``: wake up only if the loop would not look by then anyway."""
         if self._sleeping_until is None or eta_us < self._sleeping_until:
             self._event.set()
+
+    def take_now(self, queue_name: str, now: int) -> bool:
+        """Whether a task about to be added to ``queue_name``, due now, goes straight to delivery.
+
+        Then the store adds it leased and ``start_delivery`` starts it: no wake-up, claim or look for
+        the next ETA, which cost a due-now task as much as its adding. Only while the loop sleeps with
+        nothing due before now, and a slot (and a token) is free: it never overtakes a waiting task.
+        """
+        if self._closing or self._event.is_set() or self._sleeping_until is None or now >= self._sleeping_until:
+            return False
+        queue = self.emulator.queues.get(queue_name)
+        if queue is None or not self._dispatchable(queue):
+            return False
+        if len(self._inflight) >= self.settings.max_in_flight or self._share(queue_name) < 1:
+            return False
+        if self.settings.ignore_rate_limits:
+            return True
+        if queue.rate_per_s <= 0 or (
+            queue.max_concurrent is not None and self._per_queue[queue_name] >= queue.max_concurrent
+        ):
+            return False
+        mono = time.monotonic()
+        bucket = self._bucket(queue, mono)
+        if bucket.available(mono) < 1:
+            return False
+        bucket.take(1, mono)
+        return True
 
     def in_flight(self, queue: str | None = None) -> int:
         """Deliveries under way (in one queue, or in all), counting those whose outcome waits to be written."""

@@ -50,6 +50,7 @@ CLAIM = (
     " ORDER BY eta_us, id LIMIT ?)"
     f" RETURNING {TASK_COLUMNS}"
 )
+LEASE_NEW = "UPDATE task SET state='running', lease_until_us=?, last_schedule_us=eta_us WHERE id=?"
 NEXT_ETA = "SELECT MIN(eta_us) FROM task WHERE queue=? AND state='waiting'"
 UPDATE_AFTER_ATTEMPT = (
     "UPDATE task SET state=?, eta_us=?, lease_until_us=NULL, retry_count=?, execution_count=?,"
@@ -64,8 +65,11 @@ INSERT_ATTEMPT = (
 TOMBSTONE = "INSERT OR REPLACE INTO tombstone (queue, name, until_us) VALUES (?, ?, ?)"
 
 
-def add(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: int) -> list[Task]:
-    """Insert tasks in one transaction: all of them, or none if a name is taken or tombstoned."""
+def add(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: int, lease_until: int | None = None) -> list[Task]:
+    """Insert tasks in one transaction: all of them, or none if a name is taken or tombstoned.
+
+    With ``lease_until``, they are leased until then in the same transaction, as ``claim`` leaves them.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         for new in tasks:
@@ -76,6 +80,8 @@ def add(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: int) -> list[Ta
         first = (conn.execute("SELECT max(id) FROM task").fetchone()[0] or 0) + 1
         added = [_task(new, task_id, now) for task_id, new in enumerate(tasks, first)]
         _insert_rows(conn, added)
+        if lease_until is not None:
+            conn.executemany(LEASE_NEW, [(lease_until, task.id) for task in added])
         for task in added:
             # The substring test first: it is far cheaper than the regex, and most bodies name no entity.
             if len(task.body) < 65536 and b"dee_" in task.body:

@@ -97,6 +97,8 @@ class Hooks:
     queue_changed: Callable[[QueueConfig], None] = lambda queue: None
     #: tasks were added, the earliest due at this ETA (µs).
     added: Callable[[int], None] = lambda eta_us: None
+    #: whether a task due now, about to be added to this queue, is to be stored leased and run at once.
+    take_now: Callable[[str, int], bool] = lambda queue, now_us: False
 
 
 class Emulator:
@@ -256,10 +258,17 @@ class Emulator:
         try:
             if self.total_storage_limit is not None:
                 await self._check_storage(checked)
-            added = await self.store.add_tasks(checked, self.now_us() if now is None else now)
+            now = self.now_us() if now is None else now
+            # One task due now while the dispatcher has nothing else due: stored leased, delivered at once.
+            first = checked[0] if len(checked) == 1 else None
+            take = first is not None and first.eta_us <= now and self.hooks.take_now(first.queue, now)
+            deadline = (first.deadline_s if first else None) or self.settings.dispatch_deadline_s
+            added = await self.store.add_tasks(checked, now, now + int((deadline + 30) * US) if take else None)
         finally:
             self.gate.spent(since)
-        if added:
+        if take:
+            self.hooks.run_now(replace(added[0], state=TaskState.RUNNING, last_schedule_us=added[0].eta_us))
+        elif added:
             self.hooks.added(min(task.eta_us for task in added))
         return added
 

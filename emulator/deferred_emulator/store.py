@@ -157,9 +157,12 @@ class Store(Access):
 
     # -- adding tasks ---------------------------------------------------------------------------
 
-    async def add_tasks(self, tasks: Sequence[NewTask], now: int) -> list[Task]:
-        """Insert tasks atomically: all of them, or none if a name is taken or tombstoned."""
-        return await self._sync(hotpath.add, tasks, now)
+    async def add_tasks(self, tasks: Sequence[NewTask], now: int, lease_until: int | None = None) -> list[Task]:
+        """Insert tasks atomically: all of them, or none if a name is taken or tombstoned.
+
+        With ``lease_until`` they are stored leased until then (running), as a claim would leave them.
+        """
+        return await self._sync(hotpath.add, tasks, now, lease_until)
 
     # -- claiming and finishing -----------------------------------------------------------------
 
