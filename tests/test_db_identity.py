@@ -128,3 +128,21 @@ async def test_a_corrupt_page_met_while_running_is_a_clear_503_error(tmp_path: P
         assert [q.name for q in await store.load_queues()] == ["default"]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_serve_through_a_link_to_a_database_in_use_is_one_line_and_exit_2(tmp_path: Path, link: str) -> None:
+    from click.testing import CliRunner
+    from deferred_emulator.cli import cli
+
+    db = tmp_path / "tasks.sqlite3"
+    holder = DatabaseLock(str(db))
+    holder.acquire()
+    try:
+        alias = tmp_path / "alias.sqlite3"
+        alias.symlink_to(db) if link == "symlink" else os.link(db, alias)
+        result = CliRunner().invoke(cli, ["serve", "--port", "0", "--db", str(alias)])
+    finally:
+        holder.release()
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "in use by another running deferred-emulator" in result.output

@@ -139,3 +139,13 @@ def test_serve_refuses_a_dispatch_deadline_out_of_range(value: str, tmp_path: Pa
     )
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "--dispatch-deadline" in result.output
+
+
+def test_backoff_of_a_stored_nan_or_negative_wait_stays_in_range() -> None:
+    import math
+
+    from deferred_emulator.backoff import MAX_BACKOFF_S, backoff_s
+
+    assert backoff_s(RetryConfig(min_backoff_s=math.nan, max_backoff_s=math.nan), 3) == MAX_BACKOFF_S
+    assert backoff_s(RetryConfig(min_backoff_s=-5, max_backoff_s=-1), 2) == 0
+    assert backoff_s(RetryConfig(min_backoff_s=PROTO_MAX_S, max_backoff_s=PROTO_MAX_S), 1) == MAX_BACKOFF_S

@@ -19,7 +19,11 @@ def backoff_s(retry: RetryConfig, n: int) -> float:
         delay = math.ldexp(retry.min_backoff_s, doublings) * (n - doublings)
     except OverflowError:  # past any float: the cap applies
         delay = math.inf
-    return float(min(retry.max_backoff_s, delay, MAX_BACKOFF_S))
+    wait = min(retry.max_backoff_s, delay, MAX_BACKOFF_S)
+    # NaN (from a hand-edited database) compares false with everything: waits of its own are clamped too.
+    if wait != wait:
+        return MAX_BACKOFF_S
+    return float(max(0.0, wait))
 
 
 def can_retry(retry: RetryConfig, n: int, age_s: float) -> bool:
