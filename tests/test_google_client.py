@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from conftest import RecordingApp
+from conftest import MakeEmulator, RecordingApp
 from google.api_core import exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
@@ -196,3 +196,22 @@ async def test_methods_the_emulator_does_not_serve_are_unimplemented_over_grpc(
                 client.get_cmek_config(name=f"projects/{PROJECT}/locations/{LOCATION}/cmekConfig")
 
     await asyncio.to_thread(scenario)
+
+
+async def test_the_async_client_over_grpc(make_front_emulator: MakeEmulator) -> None:
+    # Google's asyncio client, on the test's own event loop, with the emulator on the same loop
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+
+    emu = await make_front_emulator(dispatch=False)
+    channel = grpc.aio.insecure_channel(emu.host)
+    client = tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+    try:
+        parent = client.queue_path(PROJECT, LOCATION, "default")
+        created = await client.create_task(
+            parent=parent, task=tasks_v2.Task(http_request=tasks_v2.HttpRequest(url="http://127.0.0.1:9/a"))
+        )
+        assert [t.name async for t in await client.list_tasks(parent=parent)] == [created.name]
+        with pytest.raises(exceptions.NotFound):
+            await client.get_task(name=f"{parent}/tasks/missing")
+    finally:
+        await channel.close()
