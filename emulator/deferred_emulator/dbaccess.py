@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from itertools import chain
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -124,7 +125,8 @@ class Access:
         if write:
             self.check_file()
         last: sqlite3.Error | None = None
-        for pause in (*waits(self.busy_budget_s), None):
+        # Lazily: the pauses of a whole budget (about fifty) used to be listed before every statement.
+        for pause in chain(waits(self.busy_budget_s), (None,)):
             await self._lock.acquire()
             try:
                 result = await op()
