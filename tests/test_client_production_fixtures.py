@@ -112,15 +112,22 @@ class StorageEmulator:
         self.server.stop()
 
 
-@pytest.fixture
-def storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[StorageEmulator]:
-    """A local Storage emulator, found by the client through ``STORAGE_EMULATOR_HOST``."""
+@pytest.fixture(scope="module")
+def storage_server() -> Iterator[StorageEmulator]:
+    """One Storage emulator per test module (stopping one takes half a second)."""
     emulator = StorageEmulator()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
     try:
         yield emulator
     finally:
         emulator.close()
+
+
+@pytest.fixture
+def storage(storage_server: StorageEmulator, monkeypatch: pytest.MonkeyPatch) -> StorageEmulator:
+    """A local Storage emulator with an empty bucket, found by the client through ``STORAGE_EMULATOR_HOST``."""
+    storage_server.server.wipe(keep_buckets=True)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage_server.url)
+    return storage_server
 
 
 @pytest.fixture
