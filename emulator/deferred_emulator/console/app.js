@@ -93,7 +93,7 @@ function buildQueues(stats, flow) {
       h("td", {}, h("a", { href: queueHref(q.id), class: "name" }, q.id)),
       h("td", { data: { col: "state" } }, pill(q.state)),
       h("td", { class: "num", data: { col: "rate" } }, q.rate || `${r.maxDispatchesPerSecond}/s`),
-      h("td", { class: "num", data: { col: "bucket" } }, fmtNum(r.maxBurstSize)),
+      h("td", { class: "num opt", data: { col: "bucket" } }, fmtNum(r.maxBurstSize)),
       h("td", { class: "num", data: { col: "waiting" } }, fmtNum(s.waiting)),
       h("td", { class: "num", data: { col: "due" } }, fmtNum(s.due)),
       h("td", { class: "num", data: { col: "inflight" } }, fmtNum(s.inFlight)),
@@ -113,7 +113,7 @@ function buildQueues(stats, flow) {
       summaryCard("Due", totals.due), summaryCard("In flight", totals.inFlight),
       summaryCard("Failed", totals.failed, totals.failed ? "bad" : "")),
     scroller(h("table", { class: "grid", id: "queues" },
-      h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: numeric.has(i) ? "num" : "" }, c)))),
+      h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: `${numeric.has(i) ? "num" : ""} ${c === "Bucket" ? "opt" : ""}` }, c)))),
       h("tbody", {}, rows))),
   ];
 }
@@ -204,10 +204,10 @@ function buildTasks(r, stats, page, flow) {
       runsCell(t),
       h("td", {}, pill(taskStateLabel(t))),
       failedView ? timeCell(last.dispatchTime, now) : timeCell(t.scheduleTime, now),
-      timeCell(t.createTime, now),
+      timeCell(t.createTime, now, "opt"),
       h("td", { class: "num" }, fmtNum(t.retryCount)),
       h("td", { class: `num ${last.status >= 400 || last.status === 0 ? "bad" : ""}` }, last.dispatchTime ? String(last.status || "none") : "—"),
-      h("td", { class: "num" }, fmtBytes(t.size)),
+      h("td", { class: "num opt" }, fmtBytes(t.size)),
       failedView ? h("td", { class: "excerpt", title: last.responseExcerpt || "" }, firstLine(last.responseExcerpt) || "—") : null,
       h("td", { class: "end" }, taskActions(r.queue, t)));
   });
@@ -220,7 +220,9 @@ function buildTasks(r, stats, page, flow) {
     h("span", { class: "muted" }, `Page ${pages.length + 1}`),
     h("a", { class: `btn ${page.nextPageToken ? "" : "disabled"}`, href: page.nextPageToken ? queueHref(r.queue, withParams(r.params, { pages: [...pages, page.nextPageToken].join(",") })) : null }, "Next →"));
   return [header, flowPanel, tabs, filterForm(r, name, callable), rows.length ? scroller(h("table", { class: "grid", id: "tasks" },
-    h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", { class: [3, 4, 5, 6, 7].includes(i) ? "num" : "" }, c)))),
+    h("thead", {}, h("tr", {}, cols.map((c, i) => h("th", {
+      class: `${[3, 4, 5, 6, 7].includes(i) ? "num" : ""} ${c === "Created" || c === "Size" ? "opt" : ""}`,
+    }, c)))),
     h("tbody", {}, rows))) : empty, pager];
 }
 

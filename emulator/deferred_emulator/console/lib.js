@@ -108,7 +108,7 @@ function runsCell(t) {
 const scroller = (table) => h("div", { class: "table-scroll" }, table);
 const firstLine = (text) => (text || "").split("\n").find((line) => line.trim()) || "";
 
-const timeCell = (iso, now) => h("td", { class: "num time", title: localTime(iso), data: iso ? { iso } : null }, relTime(iso, now));
+const timeCell = (iso, now, extra) => h("td", { class: `num time ${extra || ""}`, title: localTime(iso), data: iso ? { iso } : null }, relTime(iso, now));
 const pill = (state) => h("span", { class: `pill ${String(state).toLowerCase().replace(/ /g, "-")}` }, state);
 
 function fmtBytes(n) {
