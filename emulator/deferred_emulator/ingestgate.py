@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 
 #: Share of the loop's time adds may take while deliveries are behind.
-SHARE = 0.4
+SHARE = 0.25
 #: A request costs the loop about this many times the part measured around the store's add.
 OVERHEAD = 3.0
 #: Most credit saved up (seconds): a burst of adds after a quiet spell.
