@@ -227,8 +227,7 @@ def test_tail_prints_attempts_as_they_happen_and_ends_cleanly_on_ctrl_c(
 def test_tail_against_nothing_is_one_line_and_exit_2(tail_process: Callable[..., subprocess.Popen[str]]) -> None:
     proc = tail_process("nope")
     _, err = proc.communicate(timeout=30)
-    [line] = err.strip().splitlines()
-    assert proc.returncode == 2 and line.startswith("Error: 404: Queue does not exist.")
+    assert proc.returncode == 2 and err.strip().splitlines() == ["Error: no queue named 'nope'"]
 
 
 def test_tail_asks_at_most_four_times_a_second_however_busy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +255,41 @@ def test_tail_asks_at_most_four_times_a_second_however_busy(monkeypatch: pytest.
     assert [c.split("since=")[1].split("&")[0] for c in calls[1:]] == ["1", "2", "3", "4", "5"]
     assert "wait=10" in calls[1]
     assert len(pauses) == 4 and all(0.2 < p <= 0.25 for p in pauses)
+
+
+def test_tail_waits_for_an_emulator_that_went_away(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deferred_emulator import cli_tail
+    from deferred_emulator.cli_inspect import Unreachable
+
+    # Given an emulator that answers, goes away for two polls, comes back restarted, then makes an attempt
+    entry = {"dispatchTime": "2026-01-01T00:00:00.000000Z", "queue": "q", "task": "t", "number": 1, "status": 200,
+             "latencyMs": 1.0, "retryReason": "", "outcome": "succeeded", "method": "POST", "url": "/x"}  # fmt: skip
+    answers: list[Any] = [
+        {"attempts": [], "next": 40},
+        Unreachable("cannot reach the emulator at http://e (refused); is it running?"),
+        Unreachable("cannot reach the emulator at http://e (refused); is it running?"),
+        {"attempts": [], "next": 0},
+        {"attempts": [entry], "next": 1},
+        KeyboardInterrupt(),
+    ]
+    sleeps: list[float] = []
+
+    class Flaky:
+        def call(self, method: str, path: str) -> dict[str, Any]:
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return dict(answer)
+
+    monkeypatch.setattr(cli_tail.time, "sleep", sleeps.append)
+    # When tail follows it
+    with pytest.raises(KeyboardInterrupt):
+        cli_tail.follow(Flaky(), None, 0)  # type: ignore[arg-type]
+    # Then it says once that the emulator is away, retries each second, says when it is back, and goes on
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "(cannot reach the emulator at http://e (refused); is it running?; waiting for it)"
+    assert out[1] == "(the emulator is back; attempts made while it was away may be missing)"
+    assert out[2].split("  ")[2] == "t#1" and len(out) == 3
+    assert sleeps.count(cli_tail.RETRY_S) == 2

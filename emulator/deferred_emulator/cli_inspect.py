@@ -32,6 +32,10 @@ class InspectError(click.ClickException):
     exit_code = 2
 
 
+class Unreachable(InspectError):
+    """Raised when nothing answers at the emulator's address."""
+
+
 class Missing(InspectError):
     """Raised when the emulator answers 404: the command says what was missing, the same way everywhere."""
 
@@ -77,7 +81,7 @@ class Emulator:
             raise (Missing if exc.code == 404 else InspectError)(_error_text(exc)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise InspectError(f"cannot reach the emulator at {self.base} ({reason}); is it running?") from None
+            raise Unreachable(f"cannot reach the emulator at {self.base} ({reason}); is it running?") from None
         except ValueError:
             raise InspectError(f"{self.base} answered something that is not JSON; is it the emulator?") from None
 

@@ -8,12 +8,24 @@ from typing import Any
 
 import click
 
-from .cli_inspect import V1, Emulator, emulator_url, parse_time, runs_text, with_emulator
+from .cli_inspect import (
+    V1,
+    Emulator,
+    Missing,
+    Unreachable,
+    emulator_url,
+    no_queue,
+    parse_time,
+    runs_text,
+    with_emulator,
+)
 
 #: How long one request waits on the emulator for the next attempt (its answer comes sooner when one happens).
 WAIT_S = 10
 #: Shortest time between two requests: a busy emulator answers every request at once, so this caps them at 4/s.
 MIN_INTERVAL_S = 0.25
+#: How often an emulator that went away is looked for again.
+RETRY_S = 1.0
 OUTCOME_TEXT = {"succeeded": "ok", "retry": "will retry", "failed": "gave up"}
 
 
@@ -42,14 +54,31 @@ def attempt_line(a: dict[str, Any]) -> str:
 def follow(api: Emulator, queue: str | None, last: int) -> None:
     """Print the last ``last`` attempts, then every new one as it comes, until interrupted."""
     scope = {"queue": queue} if queue else {}
-    data = api.call("GET", f"{V1}/attempts?" + urllib.parse.urlencode({**scope, "last": last}))
+    try:
+        data = api.call("GET", f"{V1}/attempts?" + urllib.parse.urlencode({**scope, "last": last}))
+    except Missing:
+        raise no_queue(str(queue)) from None
     for attempt in data["attempts"]:
         click.echo(attempt_line(attempt))
     cursor = int(data["next"])
+    away = False
     while True:
         started = time.monotonic()
         query = urllib.parse.urlencode({**scope, "since": cursor, "wait": WAIT_S})
-        data = api.call("GET", f"{V1}/attempts?{query}")
+        try:
+            data = api.call("GET", f"{V1}/attempts?{query}")
+        except Unreachable as exc:
+            # The emulator is restarting (or stopped): say so once, and keep trying until it is back.
+            if not away:
+                click.echo(f"({exc.message}; waiting for it)")
+                away = True
+            time.sleep(RETRY_S)
+            continue
+        if away:
+            click.echo("(the emulator is back; attempts made while it was away may be missing)")
+            away = False
+        elif int(data["next"]) < cursor:
+            click.echo("(the emulator restarted: following its new attempts)")
         if data.get("missed"):
             click.echo(f"({data['missed']} attempts went by unshown: the emulator keeps only the latest)")
         for attempt in data["attempts"]:
