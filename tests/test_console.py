@@ -43,8 +43,9 @@ def chromium_binary() -> str | None:
 
 async def test_console_files_are_served_with_a_strict_policy(emulator: Handle) -> None:
     # When the console's page, script and sheet are fetched
-    files = ["/", "/console/lib.js", "/console/chart.js", "/console/app.js", "/console/style.css"]
-    for path, ctype in zip(files, ["text/html", "text/javascript", "text/javascript", "text/javascript", "text/css"]):
+    files = ["/", "/console/lib.js", "/console/chart.js", "/console/app.js", "/console/style.css", "/console/icon.svg"]
+    types = ["text/html", "text/javascript", "text/javascript", "text/javascript", "text/css", "image/svg+xml"]
+    for path, ctype in zip(files, types):
         async with emulator.http.get(emulator.url + path) as resp:
             text = await resp.text()
             # Then each is there, typed, and the page may load only its own files

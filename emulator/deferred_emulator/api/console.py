@@ -1,4 +1,4 @@
-"""The web console at ``/``: five static files that fetch the JSON endpoints (no build step)."""
+"""The web console at ``/``: a few static files that fetch the JSON endpoints (no build step)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ FILES = {
     "/console/chart.js": ("chart.js", "text/javascript"),
     "/console/app.js": ("app.js", "text/javascript"),
     "/console/style.css": ("style.css", "text/css"),
+    "/console/icon.svg": ("icon.svg", "image/svg+xml"),
 }
 #: The page loads nothing from elsewhere and is never framed.
 SECURITY_HEADERS = {
