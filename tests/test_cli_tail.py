@@ -293,3 +293,13 @@ def test_tail_waits_for_an_emulator_that_went_away(
     assert out[1] == "(the emulator is back; attempts made while it was away may be missing)"
     assert out[2].split("  ")[2] == "t#1" and len(out) == 3
     assert sleeps.count(cli_tail.RETRY_S) == 2
+
+
+def test_the_feed_keeps_only_small_bodies() -> None:
+    from deferred_emulator.attemptfeed import BODY_KEPT
+
+    feed = AttemptFeed()
+    feed.record("q", "small", 1, (0, 1), 200, "", "done", ("POST", "/x", b"a" * BODY_KEPT))
+    feed.record("q", "large", 1, (0, 1), 200, "", "done", ("POST", "/x", b"a" * (BODY_KEPT + 1)))
+    small, large = feed.latest(2)
+    assert small.body == b"a" * BODY_KEPT and large.body is None

@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 #: Attempts kept for followers; older ones are dropped (a follower that fell behind is told how many).
 FEED_SIZE = 2000
-#: Bodies up to this size are kept with their entry, so a follower can see the deferred call.
-BODY_KEPT = 16 * 1024
+#: Bodies up to this size are kept with their entry, so a follower can see the deferred call (deferred
+#: payloads are mostly a few hundred bytes; a full feed of the largest holds 16 MB).
+BODY_KEPT = 8 * 1024
 
 
 class FeedEntry(NamedTuple):
