@@ -5,10 +5,10 @@ so with many clients adding as fast as they can, plain turn-taking left deliveri
 idle rate. While the dispatcher has more due tasks than it could start (``busy``), each add first
 waits for credit: credit accrues at ``share`` seconds per second and an add spends the time it took,
 times ``OVERHEAD`` for what the loop spends on a request outside the measured part (reading and
-routing it, parsing its JSON, writing the answer). Nothing is timed while deliveries keep up (the
-thread's CPU clock would be a better measure, but reading it is a system call that cost a third of
-an add on a VM). The adds that wait are parked futures,
-released in order by one timer; they cost nothing meanwhile, and their clients simply wait longer.
+routing it, parsing its JSON, writing the answer). The time is wall time, so a busy machine's
+preemptions count against adds (they wait more, never less); nothing is timed while deliveries keep
+up. The adds that wait are parked futures, released in order by one timer; they cost nothing
+meanwhile, and their clients simply wait longer.
 When the dispatcher catches up, every waiting add goes on at once and adds are not metered at all.
 """
 
