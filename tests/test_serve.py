@@ -149,6 +149,8 @@ def test_tasks_waiting_and_in_flight_survive_sigkill(tmp_path: Path, app: App) -
 def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     server = Serve("--db", str(tmp_path / "t.sqlite3"), cwd=tmp_path)
     assert server.call("GET", "/_emulator/v1/health")["ok"] is True
+    # The default OIDC issuer is the address as bound (the port --port 0 picked)
+    assert server.call("GET", "/.well-known/openid-configuration")["issuer"] == server.url
     assert server.stop() == 0
     assert "shutting down" in "\n".join(server.banner)
 
@@ -170,6 +172,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_bad_flags_port_in_use_and_unwritable_db_are_one_line(tmp_path: Path) -> None:
     assert "--max-task-size" in one_line_error(run_cli("serve", "--max-task-size", "zero", cwd=tmp_path))
     assert "--nope" in one_line_error(run_cli("serve", "--nope", cwd=tmp_path))
+    assert "--oidc-issuer" in one_line_error(run_cli("serve", "--oidc-issuer", "ftp://x", cwd=tmp_path))
     line = one_line_error(run_cli("serve", "--target", "nonsense", cwd=tmp_path))
     assert "--target" in line
     with socket.socket() as busy:
@@ -189,7 +192,11 @@ def test_options_are_read_from_the_environment(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {"DEFERRED_EMULATOR_PORT": str(port), "DEFERRED_EMULATOR_DB": str(tmp_path / "env.sqlite3")}
+    env = {
+        "DEFERRED_EMULATOR_PORT": str(port),
+        "DEFERRED_EMULATOR_DB": str(tmp_path / "env.sqlite3"),
+        "DEFERRED_EMULATOR_OIDC_ISSUER": "http://tasks-emulator:8123",
+    }
     proc = subprocess.Popen(
         [SCRIPT, "serve"], cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True
     )
@@ -199,6 +206,8 @@ def test_options_are_read_from_the_environment(tmp_path: Path) -> None:
         # Then the emulator uses them
         assert f"127.0.0.1:{port}" in first
         assert (tmp_path / "env.sqlite3").exists()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=30) as resp:
+            assert json.load(resp)["issuer"] == "http://tasks-emulator:8123"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -73,6 +73,7 @@ SCHEMAS: dict[str, Schema] = {
             "rateLimits": ref("RateLimits"),
             "retryConfig": ref("RetryConfig"),
             "appEngineRoutingOverride": ref("AppEngineRouting"),
+            "httpTarget": ref("HttpTarget"),
             "purgeTime": TIMESTAMP,
             "stats": {"type": "object"},
         },
@@ -99,6 +100,53 @@ SCHEMAS: dict[str, Schema] = {
             "httpMethod": HTTP_METHOD,
             "headers": STRING_MAP,
             "body": {"type": "string", "format": "byte", "description": "base64"},
+            "oidcToken": ref("OidcToken"),
+            "oauthToken": ref("OAuthToken"),
+        },
+    },
+    "OidcToken": {
+        "type": "object",
+        "description": "Delivered as Authorization: Bearer <JWT> signed by the emulator's issuer.",
+        "properties": {"serviceAccountEmail": {"type": "string"}, "audience": {"type": "string"}},
+    },
+    "OAuthToken": {
+        "type": "object",
+        "description": "Delivered as an opaque bearer token (emulator-oauth.<base64url JSON>).",
+        "properties": {"serviceAccountEmail": {"type": "string"}, "scope": {"type": "string"}},
+    },
+    "HttpTarget": {
+        "type": "object",
+        "description": "Applied to the queue's HTTP tasks at each delivery.",
+        "properties": {
+            "uriOverride": {
+                "type": "object",
+                "properties": {
+                    "scheme": {"type": "string", "enum": ["SCHEME_UNSPECIFIED", "HTTP", "HTTPS"]},
+                    "host": {"type": "string"},
+                    "port": {"type": "string", "format": "int64"},
+                    "pathOverride": {"type": "object", "properties": {"path": {"type": "string"}}},
+                    "queryOverride": {"type": "object", "properties": {"queryParams": {"type": "string"}}},
+                    "uriOverrideEnforceMode": {
+                        "type": "string",
+                        "enum": ["URI_OVERRIDE_ENFORCE_MODE_UNSPECIFIED", "IF_NOT_EXISTS", "ALWAYS"],
+                    },
+                },
+            },
+            "httpMethod": HTTP_METHOD,
+            "headerOverrides": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "header": {
+                            "type": "object",
+                            "properties": {"key": {"type": "string"}, "value": {"type": "string"}},
+                        }
+                    },
+                },
+            },
+            "oidcToken": ref("OidcToken"),
+            "oauthToken": ref("OAuthToken"),
         },
     },
     "Attempt": {
