@@ -14,6 +14,7 @@ from typing import Any
 import google.auth.transport.requests
 import jwt
 import pytest
+from deferred_emulator.oidc import default_issuer
 from google.cloud import tasks_v2
 from google.oauth2 import id_token
 from test_client_fixtures import LiveEmulator, MakeClient, WSGIThread
@@ -241,3 +242,17 @@ def test_invalid_tokens_are_refused(
     status, answer = emulator.call("POST", path, {"task": {"httpRequest": {"url": "http://x.test/", **token}}})
     assert status == 400 and message in answer["error"]["message"], answer
     assert emulator.tasks() == []
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "issuer"),
+    [
+        ("127.0.0.1", 8123, "http://127.0.0.1:8123"),
+        ("0.0.0.0", 8123, "http://127.0.0.1:8123"),
+        ("::", 9000, "http://127.0.0.1:9000"),
+        ("localhost", 8123, "http://localhost:8123"),
+        ("::1", 8123, "http://[::1]:8123"),
+    ],
+)
+def test_the_default_issuer_is_the_bound_address(host: str, port: int, issuer: str) -> None:
+    assert default_issuer(host, port) == issuer
