@@ -14,6 +14,7 @@ from typing import Any
 import google.auth.transport.requests
 import jwt
 import pytest
+import requests
 from deferred_emulator.oidc import default_issuer
 from google.cloud import tasks_v2
 from google.oauth2 import id_token
@@ -60,12 +61,13 @@ class VerifyingHandler:
 
     def verify_with_google_auth(self, token: str) -> dict[str, Any]:
         # Production: the same call with certs_url left at its default (Google's oauth2/v1/certs).
-        request = google.auth.transport.requests.Request()
-        claims = dict(
-            id_token.verify_token(
-                token, request, audience=self.audience, certs_url=f"{self.issuer_base}/oauth2/v1/certs"
+        with requests.Session() as session:  # closed here: its kept-alive connection must not outlive the test
+            request = google.auth.transport.requests.Request(session)
+            claims = dict(
+                id_token.verify_token(
+                    token, request, audience=self.audience, certs_url=f"{self.issuer_base}/oauth2/v1/certs"
+                )
             )
-        )
         if claims["iss"] != self.issuer_base or claims["email"] != ACCOUNT:
             raise ValueError(f"unexpected issuer or account: {claims['iss']} {claims['email']}")
         return claims
