@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -12,6 +13,7 @@ import pytest
 from aiohttp import web
 from conftest import API, Handle, MakeEmulator
 from deferred_emulator import frontdoor
+from deferred_emulator.api.grpc.server import GrpcServer, GrpcServerError
 from deferred_emulator.app import create_app
 from deferred_emulator.frontdoor import PREFACE
 from deferred_emulator.settings import Settings
@@ -138,10 +140,40 @@ async def test_a_connection_that_says_nothing_is_closed_in_time(
 async def test_without_unix_sockets_the_relay_uses_a_loopback_port(
     make_front_emulator: MakeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delattr(frontdoor.socket, "AF_UNIX")
+    # The emulator's own choice, not the socket module's AF_UNIX: grpcio makes socket pairs of its own,
+    # and without AF_UNIX the first of them (made when grpc.aio first starts in the process) fails.
+    monkeypatch.setattr(frontdoor, "UNIX_SOCKETS", False)
+    listened: list[str] = []
+    listen = GrpcServer.listen
+
+    def spy(self: GrpcServer, address: str) -> int:
+        listened.append(address)
+        return listen(self, address)
+
+    monkeypatch.setattr(GrpcServer, "listen", spy)
     emu = await make_front_emulator(dispatch=False)
+    assert listened == ["127.0.0.1:0"]
     async with grpc.aio.insecure_channel(emu.host) as channel:
         assert (await create_task(channel, b"x")).name.startswith(QUEUE)
+
+
+async def test_a_site_that_cannot_start_closes_what_it_opened(tmp_path: Path) -> None:
+    # Given a --grpc-port another program listens on
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        settings = Settings(db_path=str(tmp_path / "t.sqlite3"), port=0, dispatch=False)
+        app = create_app(replace(settings, grpc_port=taken.getsockname()[1]))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            sock = socket.create_server(("127.0.0.1", 0))
+            site = frontdoor.FrontSite(runner, sock)
+            # When the site starts, then it fails, its socket closed and its gRPC server's directory gone
+            with pytest.raises(GrpcServerError):
+                await site.start()
+            assert sock.fileno() == -1
+            assert site.grpc is None and site.grpc_dir is None
+        finally:
+            await runner.cleanup()
 
 
 async def test_stopping_closes_connections_that_have_not_spoken(tmp_path: Path) -> None:

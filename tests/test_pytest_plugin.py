@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +19,10 @@ import deferred_client
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from deferred_emulator.api.grpc.server import GrpcServerError
+from deferred_emulator.settings import Settings
 from deferred_emulator.testing import DeferredEmulator, DrainTimeoutError, EmulatorAPIError, start
+from deferred_emulator.threads import EmulatorThread
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "testing"
@@ -306,3 +311,20 @@ def test_the_readme_shows_the_example_test() -> None:
     section = readme.split("## Testing your app", 1)[1]
     [block] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)[:1]
     assert block == (EXAMPLE / "test_shop.py").read_text()
+
+
+def test_an_emulator_that_cannot_start_leaves_nothing_open(tmp_path: Path) -> None:
+    # Given a --grpc-port another program listens on
+    before = set(threading.enumerate())
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        settings = Settings(db_path=str(tmp_path / "t.sqlite3"), port=0, grpc_port=taken.getsockname()[1])
+        # When the fixture's emulator thread starts, then it fails
+        with pytest.raises(GrpcServerError):
+            EmulatorThread(settings)
+    # And its store's connection threads and its loop's thread have ended, the collector left nothing to close
+    # (a socket or session it finds open fails this test: warnings are errors)
+    started = [t for t in set(threading.enumerate()) - before if not t.daemon or "connection_worker" in t.name]
+    for thread in started:
+        thread.join(timeout=10)
+    assert not [t for t in started if t.is_alive()]
+    gc.collect()

@@ -228,8 +228,9 @@ def serve(
             sock = socket.create_server((settings.host, settings.port), reuse_port=False)
         except OSError as exc:
             raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
-        check_port_free(settings.host, settings.grpc_port)
-        asyncio.run(run_server(settings, sock))
+        with sock:  # the site closes it when serving ends; this, when serving never starts
+            check_port_free(settings.host, settings.grpc_port)
+            asyncio.run(run_server(settings, sock))
     except (StoreError, QueueYamlError, GrpcServerError) as exc:
         raise CliError(str(exc)) from None
     finally:

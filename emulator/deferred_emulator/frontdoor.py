@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: A connection that says nothing decisive for this long is closed (aiohttp's idle limit is 75 s).
 UNDECIDED_TIMEOUT_S = 60.0
+#: Whether the relay reaches the gRPC server on a unix socket (else a loopback port, as on Windows).
+UNIX_SOCKETS = hasattr(socket, "AF_UNIX")
 
 
 class Pipe(asyncio.Protocol):
@@ -136,7 +138,8 @@ class Sniffer(asyncio.Protocol):
 class FrontSite(web.BaseSite):
     """An aiohttp site on a listening socket that also serves the app's gRPC services on it.
 
-    With ``Settings.grpc_port`` set, the gRPC server listens there too, directly (no relay).
+    With ``Settings.grpc_port`` set, the gRPC server listens there too, directly (no relay). The
+    site owns the socket it is given: it is closed when the site stops, or when it fails to start.
     """
 
     __slots__ = (
@@ -206,14 +209,26 @@ class FrontSite(web.BaseSite):
         client.resume_reading()
 
     async def start(self) -> None:
-        """Start the gRPC server, then accept connections."""
+        """Start the gRPC server, then accept connections; on failure, what was started is stopped."""
         await super().start()
+        try:
+            await self._start_grpc()
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(lambda: Sniffer(self), sock=self._sock, backlog=self._backlog)
+        except BaseException:
+            # The runner stops registered sites at cleanup, but a caller whose start failed may never
+            # clean up: the gRPC server, its directory and the socket are not left behind for the collector.
+            await self._release()
+            raise
+
+    async def _start_grpc(self) -> None:
         runner = self._runner
         assert isinstance(runner, web.AppRunner)
         settings = runner.app[settings_key]
         self.grpc_dir = Path(tempfile.mkdtemp(prefix="deferred-emulator-"))
         grpc = GrpcServer(runner.app)
-        if hasattr(socket, "AF_UNIX"):
+        self.grpc = grpc
+        if UNIX_SOCKETS:
             grpc.listen(f"unix:{self.grpc_dir / 'grpc.sock'}")
         else:  # no unix sockets (Windows): a loopback port of its own
             self.grpc_inner_port = grpc.listen("127.0.0.1:0")
@@ -221,17 +236,21 @@ class FrontSite(web.BaseSite):
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             self.grpc_port = grpc.listen(f"{host}:{settings.grpc_port}")
         await grpc.start()
-        self.grpc = grpc
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Sniffer(self), sock=self._sock, backlog=self._backlog)
 
     async def stop(self) -> None:
         """Stop accepting, then stop the gRPC server (calls under way get a grace period)."""
         await super().stop()
+        await self._release()
+
+    async def _release(self) -> None:
+        """Stop the gRPC server and close every connection and socket the site still holds."""
+        if self._server is None:
+            self._sock.close()  # the server never took it over (it closes it itself when it did)
         for relay in list(self.relays):
             relay.cancel()
         if self.grpc is not None:
-            await self.grpc.stop()
+            grpc, self.grpc = self.grpc, None
+            await grpc.stop()
         # The gRPC server closes its side in its own threads: our side of each relay is closed here, and
         # connections still undecided are no one else's to close.
         for transport in [*self.relay_transports, *self.undecided]:
@@ -239,3 +258,4 @@ class FrontSite(web.BaseSite):
         await asyncio.sleep(0)  # the transports' connection_lost, which closes their sockets
         if self.grpc_dir is not None:
             shutil.rmtree(self.grpc_dir, ignore_errors=True)
+            self.grpc_dir = None

@@ -46,9 +46,14 @@ class EmulatorThread:
 
     async def _start(self) -> int:
         await self.runner.setup()
-        sock = socket.create_server((self.settings.host, self.settings.port))
-        self.site = FrontSite(self.runner, sock)
-        await self.site.start()
+        try:
+            sock = socket.create_server((self.settings.host, self.settings.port))
+            self.site = FrontSite(self.runner, sock)
+            await self.site.start()
+        except BaseException:
+            # The store, the dispatcher and their connections were opened by setup: closed, not left to the collector.
+            await self.runner.cleanup()
+            raise
         port = int(sock.getsockname()[1])
         note_bound(self.runner.app, port)
         return port
