@@ -173,7 +173,15 @@ def tail_process(shop: LiveEmulator) -> Iterator[Callable[..., subprocess.Popen[
 
     def start(*args: str) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "deferred_emulator", "tail", *args, "--emulator", shop.url]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A shell that runs the suite in the background ignores SIGINT, and children inherit that:
+        # restore the default so that tail sees Ctrl-C as it would in a terminal.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         started.append(proc)
         return proc
 
