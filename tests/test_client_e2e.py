@@ -153,6 +153,24 @@ def test_singular_failures_and_exceptions_are_retried(emulator: LiveEmulator, ki
     assert CALLS == [("flaky", kind)]
 
 
+def out_of_stock(order: int) -> None:
+    raise LookupError(f"order {order}: out of stock")
+
+
+def test_a_failed_call_leaves_its_traceback_in_the_attempt(emulator: LiveEmulator) -> None:
+    # Given a deferred call that raises, in a task that is not retried
+    task = defer(out_of_stock, 7, _retry_options=TaskRetryOptions(task_retry_limit=0))
+    emulator.drain()
+    # Then its attempt keeps the handler's answer: the traceback, down to the error
+    status, data = emulator.call("GET", f"/_emulator/v1/queues/default/tasks/{task.name}/attempts")
+    assert status == 200, data
+    [attempt] = data["attempts"]
+    assert attempt["status"] == 500
+    answer = attempt["response"]
+    assert answer.startswith("Traceback (most recent call last):\n") and "in out_of_stock" in answer
+    assert answer.rstrip().endswith("LookupError: order 7: out of stock")
+
+
 def test_a_task_can_defer_more_tasks(emulator: LiveEmulator) -> None:
     defer(chain, 3)
     emulator.drain()

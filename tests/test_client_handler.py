@@ -15,6 +15,8 @@ from aiohttp import web
 from deferred_client import PermanentTaskFailure, SingularTaskFailure, serialize
 from deferred_client.asgi import ASGIHandler
 from deferred_client.config import SECRET_ENV
+from deferred_client.config import configured as configured_as
+from deferred_client.execution import TaskRequest, execute
 from deferred_client.handler import WSGIHandler
 from deferred_client.signing import sign, verify
 
@@ -179,8 +181,36 @@ def test_wsgi_singular_failure_is_408_logged_at_debug(caplog: pytest.LogCaptureF
 
 def test_wsgi_other_exceptions_are_500_with_the_error(caplog: pytest.LogCaptureFixture) -> None:
     status, _, body = call_wsgi(deferred_client.application, environ(serialize(crash)))
-    assert (status, body) == (500, b"RuntimeError: boom")
+    # the emulator keeps each attempt's answer, so the whole traceback goes back to it
+    assert status == 500 and is_traceback_of(body.decode(), "RuntimeError: boom")
     assert "Traceback" in caplog.text
+
+
+def is_traceback_of(text: str, error: str) -> bool:
+    """Whether ``text`` is a Python traceback that ends with ``error``."""
+    return text.startswith("Traceback (most recent call last):\n") and text.rstrip("\n").endswith("\n" + error)
+
+
+def fails_with_a_long_cause() -> None:
+    try:
+        raise KeyError("k" * 90_000)
+    except KeyError as exc:
+        raise ValueError("at the bottom") from exc
+
+
+def test_a_long_traceback_keeps_its_end() -> None:
+    # Given a call whose traceback is about 90 KB long (its cause's message)
+    reply = execute(TaskRequest("POST", {"x-appengine-taskname": "t"}, serialize(fails_with_a_long_cause), None))
+    # Then the answer fits what the emulator keeps, and ends with the error
+    assert reply.status == 500 and len(reply.body) <= 64 * 1024
+    assert reply.text.startswith("...\n") and reply.text.rstrip().endswith("ValueError: at the bottom")
+
+
+def test_in_production_the_answer_is_the_error_alone() -> None:
+    # Cloud Tasks keeps no answers: the traceback stays in the app's logs
+    with configured_as(backend="cloudtasks", project="p", location="l"):
+        reply = execute(TaskRequest("POST", {"x-cloudtasks-taskname": "t"}, serialize(crash), None))
+    assert (reply.status, reply.text) == (500, "RuntimeError: boom")
 
 
 def test_wsgi_runs_coroutine_functions() -> None:
@@ -314,7 +344,8 @@ async def test_asgi_semantics() -> None:
     assert (await call_asgi(app, serialize(fail_permanently)))[:3:2] == (200, b"PermanentTaskFailure")
     assert (await call_asgi(app, b"junk"))[0] == 200
     assert (await call_asgi(app, serialize(fail_once)))[:3:2] == (408, b"SingularTaskFailure")
-    assert (await call_asgi(app, serialize(crash)))[:3:2] == (500, b"RuntimeError: boom")
+    status, _, body = await call_asgi(app, serialize(crash))
+    assert status == 500 and is_traceback_of(body.decode(), "RuntimeError: boom")
     assert (await call_asgi(app, serialize(record, 1), sign_it=False))[0] == 403
     assert (await call_asgi(app, serialize(record, 1), client=None, sign_it=False))[0] == 403
     assert (await call_asgi(app, b"", method="GET"))[0] == 405
@@ -365,7 +396,7 @@ async def test_aiohttp_handler(aiohttp_client: Callable[..., Awaitable[Any]]) ->
         payload = serialize(call)
         assert (await client.post(url, data=payload, headers=signed_headers("t", payload))).status == status
     crashed = await client.post(url, data=serialize(crash), headers=signed_headers("t", serialize(crash)))
-    assert (crashed.status, await crashed.text()) == (500, "RuntimeError: boom")
+    assert crashed.status == 500 and is_traceback_of(await crashed.text(), "RuntimeError: boom")
     assert (await client.get(url)).status == 405
     await client.post(url, data=serialize(where_am_i), headers=signed_headers("t", serialize(where_am_i)))
     assert CALLS == [("record", "aio")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import traceback
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,8 @@ SPELLING = {
 }
 XSRF = "Detected an attempted XSRF attack. "
 EXCERPT = 1000
+#: How much of a traceback goes back to the emulator: what it keeps of an answer (64 KiB), less room for UTF-8.
+TRACEBACK_CHARS = 60_000
 
 
 def set_log_level(log_level: int) -> None:
@@ -164,7 +167,12 @@ def _failed(request: TaskRequest, exc: Exception) -> Reply:
         logger.exception("Task %s failed permanently; it will not be retried", name, exc_info=exc)
         return Reply(200, "PermanentTaskFailure")
     logger.exception("Task %s failed; it will be retried", name, exc_info=exc)
-    return Reply(500, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+    if current_config().production:
+        # Cloud Tasks keeps no answers: the error's text is enough, and a traceback stays in the app's logs.
+        return Reply(500, f"{type(exc).__name__}: {exc}"[:EXCERPT])
+    # The emulator shows each attempt's answer: the whole traceback, its end (the error) kept if it is cut.
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Reply(500, text if len(text) <= TRACEBACK_CHARS else "...\n" + text[-TRACEBACK_CHARS:])
 
 
 async def _wait(awaitable: Awaitable[Any]) -> Any:
