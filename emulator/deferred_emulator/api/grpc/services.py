@@ -18,7 +18,7 @@ from google.cloud import tasks_v2, tasks_v2beta3
 from google.cloud.location import locations_pb2
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 from google.longrunning import operations_pb2
-from google.protobuf import empty_pb2, json_format
+from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 
 from ...errors import InvalidArgument
@@ -26,6 +26,7 @@ from . import cloudtasks as ct
 from .backend import Backend, Method
 from .convert import from_json
 from .status import abort
+from .tojson import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def unary(handler: Method, request_type: Any, response_type: Any, backend: Backe
         try:
             if request is None:
                 raise InvalidArgument(unreadable)
-            answer = await handler(backend, json_format.MessageToDict(request))
+            answer = await handler(backend, to_json(request))
             # The REST JSON carries the emulator's own fields too (state, retryCount, ...): not in the proto.
             return from_json(answer, response_type())
         except Exception as exc:  # every failure becomes a status, as the REST middleware makes it a JSON error
