@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime
+from pathlib import Path
 
+import pytest
+from aiohttp import web
 from conftest import API, Handle, MakeEmulator, RecordingApp
+from deferred_emulator.api.common import runtime_key
+from deferred_emulator.app import create_app
+from deferred_emulator.dispatcher import Dispatcher
+from deferred_emulator.settings import Settings
 
 
 def seconds(ts: str) -> float:
@@ -114,3 +121,22 @@ async def test_a_closed_port_and_a_redirect_are_failures(make_emulator: MakeEmul
     report = await other.drain()
     assert [f["status"] for f in report["failures"]] == [302]
     assert [r.path for r in app_server.requests] == ["/work"]
+
+
+async def test_a_failing_step_of_shutdown_still_closes_the_connections_and_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running app whose dispatcher fails to stop
+    async def broken(self: Dispatcher) -> None:
+        raise RuntimeError("dispatcher stuck")
+
+    monkeypatch.setattr(Dispatcher, "close", broken)
+    runner = web.AppRunner(create_app(Settings(db_path=str(tmp_path / "t.sqlite3"), port=0)), access_log=None)
+    await runner.setup()
+    runtime = runner.app[runtime_key]
+    session, store = runtime.dispatcher.session, runtime.emulator.store
+    # When the app shuts down, then the failure is raised, and the session and the database are closed all the same
+    with pytest.raises(RuntimeError, match="dispatcher stuck"):
+        await runner.cleanup()
+    assert session.closed
+    assert store.db._connection is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -71,16 +72,23 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        pruning.cancel()
-        await asyncio.gather(pruning, return_exceptions=True)
-        if watcher is not None:
-            await watcher.close()
-        if loop_task is not None:
-            loop_task.cancel()
-            await asyncio.gather(loop_task, return_exceptions=True)
-        await dispatcher.close()
-        await session.close()
-        await store.close()
+        # Run last to first, each even when one before it failed: the database and the connections
+        # are closed on every way out, not left to the collector.
+        async with contextlib.AsyncExitStack() as closing:
+            closing.push_async_callback(store.close)
+            closing.push_async_callback(session.close)
+            closing.push_async_callback(dispatcher.close)
+            if loop_task is not None:
+                closing.push_async_callback(stop_task, loop_task)
+            if watcher is not None:
+                closing.push_async_callback(watcher.close)
+            closing.push_async_callback(stop_task, pruning)
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def prune_tombstones(emulator: Emulator, every_s: float = PRUNE_EVERY_S) -> None:
