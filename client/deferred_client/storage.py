@@ -7,19 +7,17 @@ download, delete) need no more, and the same credentials serve Cloud Tasks and S
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import threading
 import uuid
-from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote
 
 from .auth import require, resolve_credentials
 from .config import ENV, Config, current_config
-from .errors import ConfigurationError, Error, PermanentTaskFailure, TransientError
-from .serialize import run, serialize
+from .datastore import run_stored
+from .errors import ConfigurationError, Error, TransientError
+from .serialize import serialize
 
 __all__ = ["StoragePayloads", "payload_store", "run_from_storage"]
 
@@ -119,29 +117,7 @@ def payload_store(config: Config, bucket: str | None = None) -> StoragePayloads:
     return store
 
 
-async def _finish(store: StoragePayloads, name: str, pending: Awaitable[Any]) -> Any:
-    """Await a deferred coroutine, then delete its payload as ``run_from_storage`` does."""
-    try:
-        result = await pending
-    except PermanentTaskFailure:
-        await asyncio.to_thread(store.delete, name)
-        raise
-    await asyncio.to_thread(store.delete, name)
-    return result
-
-
 def run_from_storage(bucket: str, name: str) -> Any:
     """Read a payload from the bucket, run it, then delete it (it is kept for the retry if the call fails)."""
     store = payload_store(current_config(), bucket)
-    data = store.get(name)
-    if data is None:
-        raise PermanentTaskFailure(f"The stored payload gs://{bucket}/{name} is gone; the task is dropped.")
-    try:
-        result = run(data)
-    except PermanentTaskFailure:
-        store.delete(name)
-        raise
-    if inspect.isawaitable(result):
-        return _finish(store, name, result)
-    store.delete(name)
-    return result
+    return run_stored(store.get(name), lambda: store.delete(name), f"gs://{bucket}/{name}")
