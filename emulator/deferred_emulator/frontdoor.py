@@ -17,8 +17,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .api.common import runtime_key
 from .api.grpc.server import GrpcServer
 from .app import settings_key
+from .guard import limits_key, policy_key
+from .lane import Lane, Lanes
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +118,17 @@ class Sniffer(asyncio.Protocol):
             self.site.undecided.discard(self.transport)
 
     def to_http(self) -> None:
-        """Hand the connection to aiohttp, with what was read."""
+        """Hand the connection to the lane (or, when the site has none, aiohttp), with what was read."""
         assert self.transport is not None
         self.decided()
-        protocol = self.site.http_protocol()
-        self.transport.set_protocol(protocol)
-        protocol.connection_made(self.transport)
-        protocol.data_received(self.buffer)
+        lanes = self.site.lanes
+        if lanes is None or lanes.closing:
+            self.site.to_aiohttp(self.transport, self.buffer)
+            return
+        lane = Lane(lanes, self.site.to_aiohttp)
+        self.transport.set_protocol(lane)
+        lane.connection_made(self.transport)
+        lane.data_received(self.buffer)
 
     def to_grpc(self) -> None:
         """Relay the connection to the gRPC server."""
@@ -152,6 +159,7 @@ class FrontSite(web.BaseSite):
         "relays",
         "relay_transports",
         "undecided",
+        "lanes",
     )
 
     def __init__(self, runner: web.AppRunner, sock: socket.socket) -> None:
@@ -169,17 +177,25 @@ class FrontSite(web.BaseSite):
         self.relay_transports: set[asyncio.Transport] = set()
         #: connections whose first bytes have not said yet which protocol they speak.
         self.undecided: set[asyncio.Transport] = set()
+        #: CreateTask's lean path (``lane.py``), made at start.
+        self.lanes: Lanes | None = None
 
     @property
     def name(self) -> str:
         """``http://host:port``."""
         return self._name
 
-    def http_protocol(self) -> asyncio.Protocol:
-        """A new aiohttp protocol, as its server would make for a connection it accepted."""
+    def to_aiohttp(self, transport: asyncio.Transport, data: bytes) -> asyncio.Protocol:
+        """Give a connection to a new aiohttp protocol, as its server would for one it accepted, with ``data``
+        as the first bytes read; the protocol."""
         server = self._runner.server
         assert server is not None
-        return server()
+        protocol = server()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data:
+            protocol.data_received(data)
+        return protocol
 
     def track(self, relay: asyncio.Future[None]) -> None:
         """Keep a reference to a relay being set up (asyncio keeps only weak ones)."""
@@ -213,6 +229,10 @@ class FrontSite(web.BaseSite):
         await super().start()
         try:
             await self._start_grpc()
+            runner = self._runner
+            assert isinstance(runner, web.AppRunner)
+            app = runner.app
+            self.lanes = Lanes(app[runtime_key].emulator, app[policy_key], app[limits_key])
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(lambda: Sniffer(self), sock=self._sock, backlog=self._backlog)
         except BaseException:
@@ -246,6 +266,8 @@ class FrontSite(web.BaseSite):
         """Stop the gRPC server and close every connection and socket the site still holds."""
         if self._server is None:
             self._sock.close()  # the server never took it over (it closes it itself when it did)
+        if self.lanes is not None:
+            await self.lanes.close()
         for relay in list(self.relays):
             relay.cancel()
         if self.grpc is not None:

@@ -144,6 +144,19 @@ async def queue_resource(request: web.Request) -> web.Response:
     return json_response(queue_out(queue_to_json(queue, parent), version))
 
 
+async def create_task(emulator: Emulator, queue_path: str, data: dict[str, Any], from_deferred: bool) -> dict[str, Any]:
+    """CreateTask: the task a request body describes, added to the queue at ``queue_path``; the answer's JSON.
+
+    ``from_deferred``: the request came from the deferred client, App Engine's deferred library, whose
+    tasks keep App Engine's size limit.
+    """
+    queue = queue_path.rpartition("/")[2]
+    new = task_from_json(data.get("task"), queue, queue_path, emulator.now_us())
+    task = await emulator.add_task(new, emulator.app_engine_max_size if from_deferred else None)
+    view = response_view(data.get("responseView"))
+    return task_to_json(task, queue_path, view, emulator.settings.dispatch_deadline_s)
+
+
 async def tasks_collection(request: web.Request) -> web.Response:
     """ListTasks and CreateTask."""
     emulator = emulator_of(request)
@@ -153,11 +166,8 @@ async def tasks_collection(request: web.Request) -> web.Response:
     deadline = emulator.settings.dispatch_deadline_s
     if request.method == "POST":
         data = await read_json(request, required=True)
-        new = task_from_json(data.get("task"), queue, queue_path, emulator.now_us())
-        # The deferred client is App Engine's deferred library: its tasks keep App Engine's limit.
-        limit = emulator.app_engine_max_size if request.headers.get(DEFERRED_CLIENT_HEADER) else None
-        task = await emulator.add_task(new, limit)
-        return json_response(task_to_json(task, queue_path, response_view(data.get("responseView")), deadline))
+        from_deferred = bool(request.headers.get(DEFERRED_CLIENT_HEADER))
+        return json_response(await create_task(emulator, queue_path, data, from_deferred))
     view = response_view(request.query.get("responseView") and _maybe_int(request.query["responseView"]))
     size = page_size(request)
     token = request.query.get("pageToken")

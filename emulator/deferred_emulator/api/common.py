@@ -41,11 +41,15 @@ def dispatcher_of(request: web.Request) -> Dispatcher:
 async def read_json(request: web.Request, *, required: bool = False) -> dict[str, Any]:
     """The request body as a JSON object ({} when empty and not required)."""
     raw = await read_body(request) if request.can_read_body else b""
+    return json_object(raw, media_type(request), required=required)
+
+
+def json_object(raw: bytes, kind: str, *, required: bool = False) -> dict[str, Any]:
+    """A body of media type ``kind`` as a JSON object ({} when empty and not required)."""
     if not raw.strip():
         if required:
             raise InvalidArgument("A JSON body is required.")
         return {}
-    kind = media_type(request)
     if kind != "application/json" and not kind.endswith("+json"):
         # A cross-site page can send text/plain without asking first; it must not reach a JSON endpoint.
         raise Unsupported(f"Expected a JSON body (Content-Type: application/json), got {kind or 'none'!r}.")
@@ -71,13 +75,17 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def json_bytes(data: Any) -> bytes:
+    """``data`` as compact JSON."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # integers past 64 bits
+        return json.dumps(data).encode()
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     """A compact JSON response."""
-    try:
-        body = orjson.dumps(data)
-    except TypeError:  # integers past 64 bits
-        body = json.dumps(data).encode()
-    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
+    return web.Response(body=json_bytes(data), status=status, content_type="application/json", charset="utf-8")
 
 
 def page_size(request: web.Request, default: int = 1000, maximum: int = 1000) -> int:
