@@ -42,6 +42,12 @@ INSERT_PLAIN_TASK = (
     "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body) VALUES ",
     "(?, ?, ?, 'waiting', ?, ?, ?, ?, ?, '{}', ?)",
 )
+#: One task stored leased (running), as ``claim`` would leave it: a task due now, delivered at once.
+INSERT_LEASED = (
+    "INSERT INTO task (id, queue, name, state, eta_us, created_us, kind, method, url, headers, body, service,"
+    " version, instance, host, retry, deadline_s, auth, lease_until_us, last_schedule_us)"
+    " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 TASK_NAMED = "SELECT 1 FROM task WHERE queue=? AND name=?"
 TOMBSTONED = "SELECT 1 FROM tombstone WHERE queue=? AND name=? AND until_us>?"
 CLAIM = (
@@ -79,9 +85,13 @@ def add(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: int, lease_unti
         # request go in as one statement and the Tasks need no lastrowid read back.
         first = (conn.execute("SELECT max(id) FROM task").fetchone()[0] or 0) + 1
         added = [_task(new, task_id, now) for task_id, new in enumerate(tasks, first)]
-        _insert_rows(conn, added)
-        if lease_until is not None:
-            conn.executemany(LEASE_NEW, [(lease_until, task.id) for task in added])
+        if lease_until is not None and len(added) == 1:
+            # Stored leased as it is written: an UPDATE after the INSERT cost a fifth of the add.
+            conn.execute(INSERT_LEASED, (*_full_values(added[0]), lease_until, added[0].eta_us))
+        else:
+            _insert_rows(conn, added)
+            if lease_until is not None:
+                conn.executemany(LEASE_NEW, [(lease_until, task.id) for task in added])
         for task in added:
             # The substring test first: it is far cheaper than the regex, and most bodies name no entity.
             if len(task.body) < 65536 and b"dee_" in task.body:
@@ -157,25 +167,7 @@ def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
             if plain:
                 _insert(conn, INSERT_PLAIN_TASK, plain, PLAIN_VALUES)
                 plain = []
-            full += (
-                t.id,
-                t.queue,
-                t.name,
-                t.eta_us,
-                t.created_us,
-                t.kind.value,
-                t.method,
-                t.url,
-                json.dumps(t.headers) if t.headers else "{}",
-                t.body,
-                t.service,
-                t.version,
-                t.instance,
-                t.host,
-                t.retry.to_text() if t.retry else None,
-                t.deadline_s,
-                t.auth.to_text() if t.auth else None,
-            )
+            full += _full_values(t)
         else:
             if full:
                 _insert(conn, INSERT_TASK, full, FULL_VALUES)
@@ -185,6 +177,29 @@ def _insert_rows(conn: sqlite3.Connection, tasks: list[Task]) -> None:
         _insert(conn, INSERT_PLAIN_TASK, plain, PLAIN_VALUES)
     if full:
         _insert(conn, INSERT_TASK, full, FULL_VALUES)
+
+
+def _full_values(t: Task) -> tuple[Any, ...]:
+    """The values INSERT_TASK binds for ``t``."""
+    return (
+        t.id,
+        t.queue,
+        t.name,
+        t.eta_us,
+        t.created_us,
+        t.kind.value,
+        t.method,
+        t.url,
+        json.dumps(t.headers) if t.headers else "{}",
+        t.body,
+        t.service,
+        t.version,
+        t.instance,
+        t.host,
+        t.retry.to_text() if t.retry else None,
+        t.deadline_s,
+        t.auth.to_text() if t.auth else None,
+    )
 
 
 #: Values bound per row by INSERT_PLAIN_TASK and INSERT_TASK.
