@@ -254,7 +254,8 @@ def finish(conn: sqlite3.Connection, results: Sequence[tuple[Task, Attempt, str,
 
 def _finish_one(conn: sqlite3.Connection, task: Task, attempt: Attempt, outcome: str, value: int) -> None:
     if outcome == "done":
-        conn.execute("DELETE FROM attempt WHERE task_id=?", (task.id,))
+        if task.dispatch_count > 1:  # only attempts that did not succeed are kept: a first one left none
+            conn.execute("DELETE FROM attempt WHERE task_id=?", (task.id,))
         conn.execute("DELETE FROM entity WHERE task_id=?", (task.id,))
         conn.execute("DELETE FROM task WHERE id=?", (task.id,))
         conn.execute(TOMBSTONE, (task.queue, task.name, value))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from .backoff import backoff_s, can_retry
@@ -40,8 +39,7 @@ def settle(task: Task, outcome: Outcome, retry_default: Any, now: int) -> tuple[
         excerpt=outcome.excerpt,
     )
     first = task.first_attempt_us if task.first_attempt_us is not None else outcome.dispatch_us
-    updated = replace(
-        task,
+    updated = task.evolve(
         dispatch_count=task.dispatch_count + 1,
         response_count=task.response_count + (1 if got_response else 0),
         first_attempt_us=first,
@@ -53,8 +51,7 @@ def settle(task: Task, outcome: Outcome, retry_default: Any, now: int) -> tuple[
     )
     if outcome.ok:
         return updated, attempt, "done", 0
-    updated = replace(
-        updated,
+    updated = updated.evolve(
         retry_count=task.retry_count + 1,
         execution_count=task.execution_count + (1 if executed else 0),
         previous_response=previous,

@@ -267,7 +267,7 @@ class Emulator:
         finally:
             self.gate.spent(since)
         if take:
-            self.hooks.run_now(replace(added[0], state=TaskState.RUNNING, last_schedule_us=added[0].eta_us))
+            self.hooks.run_now(added[0].evolve(state=TaskState.RUNNING, last_schedule_us=added[0].eta_us))
         elif added:
             self.hooks.added(min(task.eta_us for task in added))
         return added
