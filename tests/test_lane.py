@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import API
+from deferred_emulator import lane as lane_module
 from deferred_emulator.app import create_app
 from deferred_emulator.frontdoor import FrontSite
 from deferred_emulator.lane import Lanes, queue_path
@@ -238,3 +239,48 @@ async def test_half_closed_after_a_request_is_answered_then_closed(front: Callab
 )
 def test_queue_path(url: bytes, expected: str | None) -> None:
     assert queue_path(url) == expected
+
+
+async def test_chunked_and_large_bodies_are_aiohttps(front: Callable[..., Awaitable[Started]]) -> None:
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    body = task_body("/chunked")
+    head = f"POST {TASKS} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n"
+    chunked = head.encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    status, _, task = await conn.exchange(chunked)
+    assert (status, task["appEngineHttpRequest"]["relativeUri"]) == (200, "/chunked")
+    conn2 = await Conn.open(port)
+    big = json.dumps({"task": {"appEngineHttpRequest": {"relativeUri": "/big", "body": "A" * 400_000}}}).encode()
+    status, _, task = await conn2.exchange(request(big))
+    assert (status, task["appEngineHttpRequest"]["relativeUri"]) == (200, "/big")
+    assert lanes.served == 0
+    await conn.close()
+    await conn2.close()
+
+
+@pytest.mark.parametrize("partial", [b"", b"POST /v2/projects/"])
+async def test_idle_and_unfinished_connections_are_closed(
+    front: Callable[..., Awaitable[Started]], monkeypatch: pytest.MonkeyPatch, partial: bytes
+) -> None:
+    monkeypatch.setattr(lane_module, "KEEPALIVE_S", 0.2)
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    assert (await conn.exchange(request(task_body())))[0] == 200
+    conn.writer.write(partial)
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""  # closed by the server
+    assert lanes.open == set()
+    await conn.close()
+
+
+async def test_stopping_closes_kept_alive_connections(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "tasks.sqlite3"), port=0, dispatch=False)
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await FrontSite(runner, sock).start()
+    conn = await Conn.open(int(sock.getsockname()[1]))
+    assert (await conn.exchange(request(task_body())))[0] == 200
+    await runner.cleanup()
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""
+    await conn.close()

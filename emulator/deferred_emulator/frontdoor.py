@@ -20,7 +20,7 @@ from aiohttp import web
 from .api.common import runtime_key
 from .api.grpc.server import GrpcServer
 from .app import settings_key
-from .guard import limits_key, policy_key
+from .guard import policy_key
 from .lane import Lane, Lanes
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class FrontSite(web.BaseSite):
             runner = self._runner
             assert isinstance(runner, web.AppRunner)
             app = runner.app
-            self.lanes = Lanes(app[runtime_key].emulator, app[policy_key], app[limits_key])
+            self.lanes = Lanes(app[runtime_key].emulator, app[policy_key])
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(lambda: Sniffer(self), sock=self._sock, backlog=self._backlog)
         except BaseException:

@@ -5,7 +5,7 @@ what adding a task cost. The lane answers ``POST /v2/projects/P/locations/L/queu
 itself, with httptools (the parser uvicorn uses) reading the request head, and calls the same
 ``create_task`` as aiohttp's handler does, so the checks, the stored task and the answer are the
 same. It takes only requests it can take exactly as written: keep-alive HTTP/1.1, a plain path, a
-``Content-Length`` within the endpoint's limit, ``application/json``, a permitted ``Host``, no
+``Content-Length`` of at most 256 KiB, ``application/json``, a permitted ``Host``, no
 ``Origin``, ``Sec-Fetch-Site``, ``Expect``, ``Transfer-Encoding`` or ``Upgrade``. At the first
 request it does not take, the lane hands the connection, from that request's first byte on, to
 aiohttp's protocol, which answers it and everything after it as it always has (refusals included).
@@ -27,7 +27,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from .api.cloudtasks import create_task
 from .api.common import json_bytes, json_object
 from .errors import EmulatorError
-from .guard import BodyLimits, HostPolicy
+from .guard import HostPolicy
 
 if TYPE_CHECKING:
     from .service import Emulator
@@ -40,6 +40,8 @@ PREFIX = b"POST /v2/projects/"
 MAX_HEAD = 16 * 1024
 #: Idle kept-alive connections are closed after this long, as aiohttp's own are.
 KEEPALIVE_S = 75.0
+#: Larger bodies are aiohttp's, which reads them as a stream (a deferred task's payload is at most 100 KiB).
+MAX_BODY = 256 * 1024
 #: While a request is served, reading stops once this much more has arrived.
 MAX_BUFFER = 4 * 1024 * 1024
 #: Request headers that make the lane hand the request over (their rules are aiohttp's and the guard's).
@@ -56,10 +58,9 @@ ANSWER_HEAD = (
 class Lanes:
     """What the lanes of one site share: the emulator, the guard's rules, and the open connections."""
 
-    def __init__(self, emulator: Emulator, policy: HostPolicy, limits: BodyLimits) -> None:
+    def __init__(self, emulator: Emulator, policy: HostPolicy) -> None:
         self.emulator = emulator
         self.policy = policy
-        self.json_limit = limits.json_bytes
         self.open: set[Lane] = set()
         self.closing = False
         #: requests the lanes answered (the others went to aiohttp).
@@ -139,7 +140,7 @@ class Lane(asyncio.Protocol):
         #: ``handover(transport, data)``: gives the connection to aiohttp, with the bytes not yet served.
         self.handover = handover
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""
+        self.buffer = bytearray()
         self.serving: asyncio.Task[None] | None = None
         self.paused = False
         self.idle_since = 0.0
@@ -168,14 +169,15 @@ class Lane(asyncio.Protocol):
     def _idle_check(self) -> None:
         assert self.transport is not None
         idle = asyncio.get_running_loop().time() - self.idle_since
-        if self.serving is None and not self.buffer and idle >= KEEPALIVE_S:
+        if self.serving is None and idle >= KEEPALIVE_S:  # idle, or a request begun and left unfinished
             self.transport.close()
         else:
-            self.timer = asyncio.get_running_loop().call_later(max(1.0, KEEPALIVE_S - idle), self._idle_check)
+            self.timer = asyncio.get_running_loop().call_later(max(0.05, KEEPALIVE_S - idle), self._idle_check)
 
     def data_received(self, data: bytes) -> None:
         """Serve the next request when it is whole (one at a time, in order)."""
         self.buffer += data
+        self.idle_since = asyncio.get_running_loop().time()
         if self.serving is None:
             self._next()
         elif len(self.buffer) > MAX_BUFFER and not self.paused and self.transport is not None:
@@ -199,7 +201,7 @@ class Lane(asyncio.Protocol):
     def _to_aiohttp(self) -> None:
         assert self.transport is not None
         self._forget()
-        data, self.buffer = self.buffer, b""
+        data, self.buffer = bytes(self.buffer), bytearray()
         protocol = self.handover(self.transport, data)
         if self.eof:
             protocol.eof_received()
@@ -216,15 +218,15 @@ class Lane(asyncio.Protocol):
             if len(buffer) >= MAX_HEAD:
                 self._to_aiohttp()
             return
-        request = self._take(buffer[: end + 4])
+        request = self._take(bytes(buffer[: end + 4]))
         if request is None:
             self._to_aiohttp()
             return
         path, headers, length = request
         if len(buffer) < end + 4 + length:
             return  # the body is still coming
-        body = buffer[end + 4 : end + 4 + length]
-        self.buffer = buffer[end + 4 + length :]
+        body = bytes(buffer[end + 4 : end + 4 + length])
+        del buffer[: end + 4 + length]
         self.serving = asyncio.ensure_future(self._serve(path, headers, body))
 
     def _take(self, head: bytes) -> tuple[str, dict[bytes, bytes], int] | None:
@@ -247,11 +249,7 @@ class Lane(asyncio.Protocol):
         length = int(raw_length)
         media = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
         host = headers.get(b"host", b"").decode("latin-1")
-        if (
-            not 0 < length <= self.lanes.json_limit
-            or media != b"application/json"
-            or not self.lanes.policy.permits(host)
-        ):
+        if not 0 < length <= MAX_BODY or media != b"application/json" or not self.lanes.policy.permits(host):
             return None
         return path, headers, length
 
