@@ -75,22 +75,26 @@ class Bench:
         finally:
             p.stop()
 
-    def _ours_defer(self, n: int, threads: int, countdown: float | None) -> float:
+    def _ours_defer(self, n: int, threads: int, countdown: float | None) -> dict[str, float]:
+        """The rate, and the server's CPU per task (its deliveries included for tasks due now)."""
         with self.ours() as emu:
             emu.warm_up()
+            cpu0 = emu.proc.cpu_s()
             rate = emu.defer_rate(n, threads, countdown=countdown)
             # Tasks due now are delivered while they are added: wait for them, so the next run starts quiet.
             if countdown is None:
                 self.handler.wait_count(n, 60)
-            return rate
+            return {"rate": rate, "server_us": (emu.proc.cpu_s() - cpu0) / n * 1e6}
 
-    def _peer_create(self, n: int, threads: int, due_in_s: float) -> float:
+    def _peer_create(self, n: int, threads: int, due_in_s: float) -> dict[str, float]:
+        """The same for the peer (its CPU includes the client's one warm-up task)."""
         with self.peer() as p:
             self.handler.reset()
+            cpu0 = p.proc.cpu_s()
             rate = p.enqueue_rate(n, threads, due_in_s)
             if not due_in_s:
                 self.handler.wait_count(n + 1, 60)  # the client's warm-up task is delivered too
-            return rate
+            return {"rate": rate, "server_us": (p.proc.cpu_s() - cpu0) / n * 1e6}
 
     def _sides(self, ours: Callable[[], Any], theirs: Callable[[], Any]) -> dict[str, Callable[[], Any]]:
         sides = {"ours": ours}
@@ -212,6 +216,8 @@ def summary(results: dict[str, Any]) -> str:
     """Medians of each side, for the progress log."""
     parts = []
     for name, (values, _) in results.items():
+        if values and isinstance(values[0], dict) and "rate" in values[0]:
+            values = [v["rate"] for v in values]
         if values and isinstance(values[0], (int, float)):
             parts.append(f"{name} {statistics.median(values):,.0f}")
     return ", ".join(parts)
@@ -222,7 +228,7 @@ def figures(enq: dict[str, Any], gc: dict[str, Any], e2e: dict[str, Any], late: 
     f: list[Figure] = []
     d1 = enq["due_now_1"]
     floor = spread(d1["floor"])
-    ours1, peer1 = spread(d1["ours"]), spread(d1["peer"]) if "peer" in d1 else None
+    ours1, peer1 = spread(d1["ours"], "rate"), spread(d1["peer"], "rate") if "peer" in d1 else None
     row = Figure(
         "sync defer(), 1 thread, 2k tasks due now, empty queue (peer: gRPC create_task)", "tasks/s", ours1, peer1
     )
@@ -234,18 +240,22 @@ def figures(enq: dict[str, Any], gc: dict[str, Any], e2e: dict[str, Any], late: 
     fl.ratio_override, fl.ratio_note = ratio_floor, "(defer() 1 thread / floor)"
     fl.target, fl.met = "defer() >= 0.75x floor", ratio_floor is not None and ratio_floor >= 0.75
     f.append(fl)
+    f.append(cpu_row("sync defer(), 1 thread, due now: server CPU per task, its delivery included", d1))
     d4 = enq["due_now_4"]
     row = Figure(
-        "sync defer(), 4 threads, due now, empty queue (peer: gRPC create_task)", "tasks/s", spread(d4["ours"])
+        "sync defer(), 4 threads, due now, empty queue (peer: gRPC create_task)", "tasks/s", spread(d4["ours"], "rate")
     )
-    row.peer = spread(d4["peer"]) if "peer" in d4 else None
+    row.peer = spread(d4["peer"], "rate") if "peer" in d4 else None
     row.target, row.met = ">= 3x peer", row.ratio is not None and row.ratio >= 3
     f.append(row)
     w1 = enq["waiting_1"]
-    row = Figure("sync defer(), 1 thread, due in an hour (queue fills to thousands)", "tasks/s", spread(w1["ours"]))
-    row.peer = spread(w1["peer"]) if "peer" in w1 else None
+    row = Figure(
+        "sync defer(), 1 thread, due in an hour (queue fills to thousands)", "tasks/s", spread(w1["ours"], "rate")
+    )
+    row.peer = spread(w1["peer"], "rate") if "peer" in w1 else None
     f.append(row)
-    peer_grpc = spread(gc["peer_grpc"]) if "peer_grpc" in gc else None
+    f.append(cpu_row("sync defer(), 1 thread, due in an hour: server CPU per task", w1))
+    peer_grpc = spread(gc["peer_grpc"], "rate") if "peer_grpc" in gc else None
     if "ours_rest" in gc:
         row = Figure("Google's client create_task, 1 thread, due now: ours REST vs peer gRPC", "tasks/s", None)
         row.ours, row.peer, row.target = spread(gc["ours_rest"]), peer_grpc, ">= 1x peer gRPC"
@@ -271,6 +281,13 @@ def figures(enq: dict[str, Any], gc: dict[str, Any], e2e: dict[str, Any], late: 
         row.met = (row.ours.median or 0) <= limit if row.ours else None
         f.append(row)
     return f
+
+
+def cpu_row(name: str, results: dict[str, Any]) -> Figure:
+    """Server CPU per task of both sides, from /proc (steadier than rates on a shared machine)."""
+    row = Figure(name, "us", spread(results["ours"], "server_us"), higher_is_better=False)
+    row.peer = spread(results["peer"], "server_us") if "peer" in results else None
+    return row
 
 
 def alone_figures(alone: dict[str, Any], scale: dict[int, Any]) -> list[Figure]:
