@@ -284,3 +284,34 @@ async def test_stopping_closes_kept_alive_connections(tmp_path: Path) -> None:
     await runner.cleanup()
     assert await asyncio.wait_for(conn.reader.read(), 5) == b""
     await conn.close()
+
+
+async def test_many_pipelined_adds_are_answered_in_order(front: Callable[..., Awaitable[Started]]) -> None:
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    count = 1500  # more than Python's recursion limit: answered one after another, not one inside another
+    conn.writer.write(b"".join(request(task_body(f"/p{i}")) for i in range(count)))
+    answers = [await conn.answer() for _ in range(count)]
+    assert [a[2]["appEngineHttpRequest"]["relativeUri"] for a in answers] == [f"/p{i}" for i in range(count)]
+    assert lanes.served == count
+    await conn.close()
+
+
+async def test_an_add_that_waits_for_the_store_is_answered_when_it_is_free(
+    front: Callable[..., Awaitable[Started]],
+) -> None:
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    store = lanes.emulator.store
+    await store._lock.acquire()  # another coroutine's transaction is under way
+    try:
+        conn.writer.write(request(task_body("/waited")) + request(task_body("/after")))
+        await asyncio.sleep(0.05)
+        assert lanes.served == 0
+    finally:
+        store._lock.release()
+    first, second = await conn.answer(), await conn.answer()
+    assert (first[0], first[2]["appEngineHttpRequest"]["relativeUri"]) == (200, "/waited")
+    assert (second[0], second[2]["appEngineHttpRequest"]["relativeUri"]) == (200, "/after")
+    assert lanes.served == 2
+    await conn.close()

@@ -13,6 +13,7 @@ import aiohttp
 
 from .attemptfeed import AttemptFeed
 from .clock import US
+from .dbaccess import NotNow
 from .dberrors import StoreUnavailable
 from .delivery import Outcome, build_headers, deliver, target_url
 from .httptarget import apply_http_target
@@ -63,6 +64,7 @@ class Dispatcher:
         #: Outcomes waiting to be written together, and the task writing them (group commit).
         self._to_commit: list[tuple[tuple[Task, Attempt, str, int], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
+        self._flush_soon = False
         #: Recent attempts per queue, for the stats.
         self.throughput = Throughput()
         #: The latest attempts, for followers (``GET /_emulator/v1/attempts``, ``deferred-emulator tail``).
@@ -307,9 +309,27 @@ class Dispatcher:
         """Record an outcome in one transaction with the others that finish in the same pass (group commit)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_commit.append((entry, done))
-        if self._committer is None:
-            self._committer = asyncio.create_task(self._commit_pending(), name="commit outcomes")
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
         await done
+
+    def _flush(self) -> None:
+        """At the end of this pass of the loop: write the outcomes at once if the store is free, else wait for it."""
+        self._flush_soon = False
+        if self._committer is not None or not self._to_commit:
+            return  # the committer writing an earlier batch takes these after it
+        try:
+            written = not isinstance(self.store.try_finish([entry for entry, _ in self._to_commit]), NotNow)
+        except Exception:
+            written = False  # the committer tells each outcome what went wrong, as it would have
+        if not written:
+            self._committer = asyncio.create_task(self._commit_pending(), name="commit outcomes")
+            return
+        batch, self._to_commit = self._to_commit, []
+        for _, done in batch:
+            if not done.done():  # else its delivery was cancelled (shutdown)
+                done.set_result(None)
 
     async def _commit_pending(self) -> None:
         try:

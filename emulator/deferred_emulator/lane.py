@@ -17,9 +17,10 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
@@ -108,6 +109,25 @@ class _Head:
             self.foreign = True
 
 
+@types.coroutine
+def _carry_on(coro: Coroutine[Any, Any, None], waiting_for: Any) -> Generator[Any, Any, None]:
+    """Go on with a coroutine started by hand, which yielded ``waiting_for``, as a Task would have run it:
+    what it yields goes to the Task, what the Task sends or throws goes back in."""
+    while True:
+        try:
+            sent = yield waiting_for
+        except BaseException as exc:  # cancelled, say: the coroutine decides
+            try:
+                waiting_for = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_for = coro.send(sent)
+        except StopIteration:
+            return
+
+
 def queue_path(url: bytes) -> str | None:
     """``projects/P/locations/L/queues/Q`` of a CreateTask URL the lane takes as written, else None."""
     path = url.partition(b"?")[0]
@@ -146,6 +166,10 @@ class Lane(asyncio.Protocol):
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.eof = False
+        #: the connection was given to aiohttp.
+        self.handed = False
+        #: ``_next`` is running (answers written meanwhile leave the next request to it).
+        self.in_next = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Count the connection among the site's, and close it after a long idle spell."""
@@ -200,6 +224,7 @@ class Lane(asyncio.Protocol):
 
     def _to_aiohttp(self) -> None:
         assert self.transport is not None
+        self.handed = True
         self._forget()
         data, self.buffer = bytes(self.buffer), bytearray()
         protocol = self.handover(self.transport, data)
@@ -207,27 +232,47 @@ class Lane(asyncio.Protocol):
             protocol.eof_received()
 
     def _next(self) -> None:
+        """Serve the requests in the buffer one after another, until one must wait or is not whole yet."""
+        if self.in_next:
+            return  # an answer written from inside the loop below: the loop goes on
+        self.in_next = True
+        try:
+            while self.serving is None and not self.handed and self.buffer:
+                if self.transport is None or self.transport.is_closing() or not self._serve_next():
+                    return
+        finally:
+            self.in_next = False
+
+    def _serve_next(self) -> bool:
+        """Start the first request of the buffer; whether it was answered at once (the next may follow)."""
         buffer = self.buffer
-        if not buffer:
-            return
         if not buffer.startswith(PREFIX[: len(buffer)]):
             self._to_aiohttp()
-            return
+            return False
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
         if end < 0:
             if len(buffer) >= MAX_HEAD:
                 self._to_aiohttp()
-            return
+            return False
         request = self._take(bytes(buffer[: end + 4]))
         if request is None:
             self._to_aiohttp()
-            return
+            return False
         path, headers, length = request
         if len(buffer) < end + 4 + length:
-            return  # the body is still coming
+            return False  # the body is still coming
         body = bytes(buffer[end + 4 : end + 4 + length])
         del buffer[: end + 4 + length]
-        self.serving = asyncio.ensure_future(self._serve(path, headers, body))
+        serve = self._serve(path, headers, body)
+        try:
+            # Most adds never wait (the store's statements run in this thread): run it now, without a
+            # Task and a turn of the loop, which cost as much as parsing the request.
+            waiting_for = serve.send(None)
+        except StopIteration:
+            return True
+        # It waits (for the store, say): a Task carries it on from where it stopped.
+        self.serving = asyncio.ensure_future(_carry_on(serve, waiting_for))
+        return False
 
     def _take(self, head: bytes) -> tuple[str, dict[bytes, bytes], int] | None:
         """The queue path, headers and body length of a request the lane takes; None for aiohttp's."""

@@ -18,7 +18,7 @@ import aiosqlite
 
 from . import hotpath
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
-from .dbaccess import Access
+from .dbaccess import Access, NotNow
 from .dberrors import explain
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
@@ -214,6 +214,10 @@ class Store(Access):
         expiry), ``retry`` (value = next ETA) or ``failed`` (value = tombstone expiry).
         """
         await self._sync(hotpath.finish, results)
+
+    def try_finish(self, results: Sequence[tuple[Task, Attempt, str, int]]) -> None | NotNow:
+        """``finish`` at once if the store is free (see ``try_now``); ``NOT_NOW`` if it must wait."""
+        return self.try_now(hotpath.finish, results)
 
     async def _drop(self, task_id: int) -> None:
         await self.db.execute("DELETE FROM entity WHERE task_id=?", (task_id,))
