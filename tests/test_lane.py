@@ -198,6 +198,18 @@ async def test_what_the_lane_does_not_take_is_aiohttps(
     await conn.close()
 
 
+async def test_a_head_past_aiohttps_line_limit_is_aiohttps_to_refuse(
+    front: Callable[..., Awaitable[Started]],
+) -> None:
+    port, lanes = await front()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request(task_body(), TASKS, "X-Long: " + "a" * 9000))
+    answer = await asyncio.wait_for(reader.read(), 10)
+    assert answer.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")) and lanes.served == 0
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_oversized_and_foreign_types_get_aiohttps_refusal(front: Callable[..., Awaitable[Started]]) -> None:
     port, lanes = await front()
     conn = await Conn.open(port)
@@ -235,6 +247,15 @@ async def test_half_closed_after_a_request_is_answered_then_closed(front: Callab
         (b"/v2beta3/projects/p/locations/l/queues/q/tasks", None),
         (b"/v2/projects/p/locations/l/queues/q/tasks/t", None),
         (b"/v2/projects/p/regions/l/queues/q/tasks", None),
+        (
+            b"/v2/projects/example.com:p/locations/us-1/queues/q-1_x/tasks",
+            "projects/example.com:p/locations/us-1/queues/q-1_x",
+        ),
+        (b"/v2/projects/p/locations/../queues/q/tasks", None),
+        (b"/v2/projects/./locations/l/queues/q/tasks", None),
+        (b"/v2/projects/p/locations/l/queues/q#x/tasks", None),
+        (b"/v2/projects/p/locations/l/queues/q.x/tasks", None),
+        (b"/v2/projects/p\xc3\xa9/locations/l/queues/q/tasks", None),
     ],
 )
 def test_queue_path(url: bytes, expected: str | None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator
@@ -37,8 +38,8 @@ logger = logging.getLogger(__name__)
 
 #: What a request the lane may take starts with.
 PREFIX = b"POST /v2/projects/"
-#: A head longer than this is not the lane's (aiohttp applies its own limits to it).
-MAX_HEAD = 16 * 1024
+#: A head longer than this is not the lane's: within it no line can pass aiohttp's limit (8190 bytes).
+MAX_HEAD = 8190
 #: Idle kept-alive connections are closed after this long, as aiohttp's own are.
 KEEPALIVE_S = 75.0
 #: Larger bodies are aiohttp's, which reads them as a stream (a deferred task's payload is at most 100 KiB).
@@ -49,8 +50,8 @@ MAX_BUFFER = 4 * 1024 * 1024
 NOT_OURS = frozenset({b"origin", b"sec-fetch-site", b"expect", b"transfer-encoding", b"upgrade"})
 #: Headers the lane reads; a second copy of one of them hands the request over.
 READ = frozenset({b"host", b"content-type", b"content-length", b"connection", b"x-deferred-client"})
-#: The fixed segments of a CreateTask path: /v2/projects/P/locations/L/queues/Q/tasks.
-SHAPE = (b"v2", b"projects", b"locations", b"queues", b"tasks")
+#: A CreateTask path the lane takes (project ids may hold dots and a colon: "example.com:proj").
+CREATE_PATH = re.compile(rb"/v2/projects/([\w.:~-]+)/locations/([\w.~-]+)/queues/([\w-]+)/tasks", re.ASCII)
 ANSWER_HEAD = (
     "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {length}\r\n"
 )
@@ -129,27 +130,15 @@ def _carry_on(coro: Coroutine[Any, Any, None], waiting_for: Any) -> Generator[An
 
 
 def queue_path(url: bytes) -> str | None:
-    """``projects/P/locations/L/queues/Q`` of a CreateTask URL the lane takes as written, else None."""
-    path = url.partition(b"?")[0]
-    if b"%" in path:
-        return None  # aiohttp decodes it; the lane does not
-    parts = path.split(b"/")
-    # ['', 'v2', 'projects', P, 'locations', L, 'queues', Q, 'tasks']
-    if (
-        len(parts) != 9
-        or parts[1] != b"v2"
-        or parts[2] != b"projects"
-        or parts[4] != b"locations"
-        or parts[6] != b"queues"
-        or parts[8] != b"tasks"
-    ):
+    """``projects/P/locations/L/queues/Q`` of a CreateTask URL the lane takes as written, else None.
+
+    Only names of plain characters: aiohttp decodes escapes, drops fragments and resolves dot
+    segments before it routes, and what it would make of anything else is left to it.
+    """
+    match = CREATE_PATH.fullmatch(url.partition(b"?")[0])
+    if match is None or any(part in (b".", b"..") for part in match.groups()):
         return None
-    if not (parts[3] and parts[5] and parts[7]) or b":" in parts[7] or b"{" in path or b"}" in path:
-        return None
-    try:
-        return path[4:-6].decode("ascii")
-    except UnicodeDecodeError:
-        return None
+    return match[0][4:-6].decode("ascii")
 
 
 class Lane(asyncio.Protocol):
