@@ -284,7 +284,7 @@ async def test_chunked_and_large_bodies_are_aiohttps(front: Callable[..., Awaita
 async def test_idle_and_unfinished_connections_are_closed(
     front: Callable[..., Awaitable[Started]], monkeypatch: pytest.MonkeyPatch, partial: bytes
 ) -> None:
-    monkeypatch.setattr(lane_module, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(lane_module, "KEEPALIVE_S", 0.5)
     port, lanes = await front()
     conn = await Conn.open(port)
     assert (await conn.exchange(request(task_body())))[0] == 200
