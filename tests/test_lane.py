@@ -16,7 +16,8 @@ from conftest import API
 from deferred_emulator import lane as lane_module
 from deferred_emulator.app import create_app
 from deferred_emulator.frontdoor import FrontSite
-from deferred_emulator.lane import Lanes, queue_path
+from deferred_emulator.lane import Lanes
+from deferred_emulator.lanehead import queue_path
 from deferred_emulator.settings import Settings
 
 TASKS = f"{API}/queues/default/tasks"
@@ -74,7 +75,7 @@ class Conn:
         status = int(lines[0].split()[1])
         headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         body = await asyncio.wait_for(self.reader.readexactly(int(headers["content-length"])), 10)
-        return status, headers, json.loads(body) if body else None
+        return status, headers, json.loads(body) if body and "json" in headers["content-type"] else body
 
     async def exchange(self, data: bytes) -> tuple[int, dict[str, str], Any]:
         self.writer.write(data)
@@ -142,7 +143,7 @@ async def test_a_taken_name_is_409_through_the_lane(front: Callable[..., Awaitab
     await conn.close()
 
 
-async def test_other_requests_go_on_to_aiohttp_in_order(front: Callable[..., Awaitable[Started]]) -> None:
+async def test_other_api_requests_are_lent_to_aiohttp_in_order(front: Callable[..., Awaitable[Started]]) -> None:
     port, lanes = await front()
     conn = await Conn.open(port)
     get = f"GET {TASKS} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
@@ -153,7 +154,61 @@ async def test_other_requests_go_on_to_aiohttp_in_order(front: Callable[..., Awa
     listed = [t["appEngineHttpRequest"]["relativeUri"] for t in answers[2][2]["tasks"]]
     assert listed == ["/a", "/b"]
     assert answers[3][2]["appEngineHttpRequest"]["relativeUri"] == "/c"
-    assert lanes.served == 2  # the add after the list is aiohttp's: the connection is
+    # aiohttp answered the list, on loan: the add after it is the lane's again
+    assert (lanes.served, lanes.lent) == (3, 1)
+    await conn.close()
+
+
+async def test_the_deferred_clients_first_health_check_keeps_its_connection_on_the_lane(
+    front: Callable[..., Awaitable[Started]],
+) -> None:
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    status, _, health = await conn.exchange(b"GET /_emulator/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert status == 200 and "maxTaskSize" in json.dumps(health)
+    for i in range(3):
+        assert (await conn.exchange(request(task_body(f"/t{i}"))))[0] == 200
+    assert (lanes.lent, lanes.served) == (1, 3)
+    await conn.close()
+
+
+async def test_lent_requests_with_bodies_errors_and_missing_routes(front: Callable[..., Awaitable[Started]]) -> None:
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    queue = f"{API}/queues/lent"
+    body = json.dumps({"name": f"{API[4:]}/queues/lent"}).encode()
+    create = request(body, f"{API}/queues")
+    status, _, made = await conn.exchange(create)
+    assert (status, made["name"]) == (200, f"{API[4:]}/queues/lent")
+    status, _, error = await conn.exchange(create)  # a second time: aiohttp's error, on loan
+    assert (status, error["error"]["status"]) == (409, "ALREADY_EXISTS")
+    status, _, error = await conn.exchange(f"GET {queue}/tasks/none HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    assert status == 404
+    status, _, error = await conn.exchange(b"DELETE /v2/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert status == 404
+    status, _, task = await conn.exchange(request(task_body("/x"), f"{queue}/tasks"))
+    assert (status, task["name"].split("/tasks/")[0]) == (200, f"{API[4:]}/queues/lent")
+    assert (lanes.lent, lanes.served) == (4, 1)
+    await conn.close()
+
+
+async def test_a_lent_request_that_closes_and_a_browsers_page_are_aiohttps(
+    front: Callable[..., Awaitable[Started]],
+) -> None:
+    port, lanes = await front()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        request(task_body()) + b"GET /_emulator/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    answers = await asyncio.wait_for(reader.read(), 10)  # aiohttp closes after its answer
+    assert answers.count(b"HTTP/1.1 200 OK") == 2 and (lanes.served, lanes.lent) == (1, 0)
+    writer.close()
+    await writer.wait_closed()
+    conn = await Conn.open(port)
+    status, headers, _ = await conn.exchange(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert (await conn.exchange(request(task_body())))[0] == 200
+    assert (lanes.served, lanes.lent) == (1, 0)  # the console's connection stays aiohttp's
     await conn.close()
 
 
@@ -336,3 +391,22 @@ async def test_an_add_that_waits_for_the_store_is_answered_when_it_is_free(
     assert (second[0], second[2]["appEngineHttpRequest"]["relativeUri"]) == (200, "/after")
     assert lanes.served == 2
     await conn.close()
+
+
+async def test_a_client_gone_during_a_lent_long_poll_leaves_nothing_behind(
+    front: Callable[..., Awaitable[Started]],
+) -> None:
+    port, lanes = await front()
+    conn = await Conn.open(port)
+    conn.writer.write(b"GET /_emulator/v1/attempts?since=0&wait=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    for _ in range(100):  # bounded: the lent request reaches aiohttp within a few turns of the loop
+        if lanes.lent:
+            break
+        await asyncio.sleep(0.01)
+    assert lanes.lent == 1 and len(lanes.open) == 1
+    await conn.close()
+    for _ in range(100):
+        if not lanes.open:
+            break
+        await asyncio.sleep(0.01)
+    assert lanes.open == set()

@@ -185,12 +185,16 @@ class FrontSite(web.BaseSite):
         """``http://host:port``."""
         return self._name
 
+    def new_aiohttp_protocol(self) -> asyncio.Protocol:
+        """A new aiohttp protocol, as its server makes one for each connection it accepts."""
+        server = self._runner.server
+        assert server is not None
+        return server()
+
     def to_aiohttp(self, transport: asyncio.Transport, data: bytes) -> asyncio.Protocol:
         """Give a connection to a new aiohttp protocol, as its server would for one it accepted, with ``data``
         as the first bytes read; the protocol."""
-        server = self._runner.server
-        assert server is not None
-        protocol = server()
+        protocol = self.new_aiohttp_protocol()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if data:
@@ -232,7 +236,7 @@ class FrontSite(web.BaseSite):
             runner = self._runner
             assert isinstance(runner, web.AppRunner)
             app = runner.app
-            self.lanes = Lanes(app[runtime_key].emulator, app[policy_key])
+            self.lanes = Lanes(app[runtime_key].emulator, app[policy_key], self.new_aiohttp_protocol)
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(lambda: Sniffer(self), sock=self._sock, backlog=self._backlog)
         except BaseException:

@@ -2,13 +2,14 @@
 
 aiohttp spends about 100 us of CPU on any request, a trivial one included, which was a third of
 what adding a task cost. The lane answers ``POST /v2/projects/P/locations/L/queues/Q/tasks`` by
-itself, with httptools (the parser uvicorn uses) reading the request head, and calls the same
+itself, with httptools reading the request head (``lanehead.py``), and calls the same
 ``create_task`` as aiohttp's handler does, so the checks, the stored task and the answer are the
 same. It takes only requests it can take exactly as written: keep-alive HTTP/1.1, a plain path, a
 ``Content-Length`` of at most 256 KiB, ``application/json``, a permitted ``Host``, no
-``Origin``, ``Sec-Fetch-Site``, ``Expect``, ``Transfer-Encoding`` or ``Upgrade``. At the first
-request it does not take, the lane hands the connection, from that request's first byte on, to
-aiohttp's protocol, which answers it and everything after it as it always has (refusals included).
+``Origin``, ``Sec-Fetch-Site``, ``Expect``, ``Transfer-Encoding`` or ``Upgrade``. Other API
+requests are lent to aiohttp one at a time (``lend.py``), so a client's gets and lists do not
+take its connection off the lane; anything else gives aiohttp the connection, from that request's
+first byte on, and it answers it and everything after it as it always has (refusals included).
 """
 
 from __future__ import annotations
@@ -16,42 +17,30 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import re
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-import httptools
 from aiohttp.http import SERVER_SOFTWARE
 
 from .api.cloudtasks import create_task
 from .api.common import json_bytes, json_object
 from .errors import EmulatorError
 from .guard import HostPolicy
+from .lanehead import MAX_HEAD, Verdict, could_be_api, judge
+from .lend import Lent
 
 if TYPE_CHECKING:
     from .service import Emulator
 
 logger = logging.getLogger(__name__)
 
-#: What a request the lane may take starts with.
-PREFIX = b"POST /v2/projects/"
-#: A head longer than this is not the lane's: within it no line can pass aiohttp's limit (8190 bytes).
-MAX_HEAD = 8190
 #: Idle kept-alive connections are closed after this long, as aiohttp's own are.
 KEEPALIVE_S = 75.0
-#: Larger bodies are aiohttp's, which reads them as a stream (a deferred task's payload is at most 100 KiB).
-MAX_BODY = 256 * 1024
 #: While a request is served, reading stops once this much more has arrived.
 MAX_BUFFER = 4 * 1024 * 1024
-#: Request headers that make the lane hand the request over (their rules are aiohttp's and the guard's).
-NOT_OURS = frozenset({b"origin", b"sec-fetch-site", b"expect", b"transfer-encoding", b"upgrade"})
-#: Headers the lane reads; a second copy of one of them hands the request over.
-READ = frozenset({b"host", b"content-type", b"content-length", b"connection", b"x-deferred-client"})
-#: A CreateTask path the lane takes (project ids may hold dots and a colon: "example.com:proj").
-CREATE_PATH = re.compile(rb"/v2/projects/([\w.:~-]+)/locations/([\w.~-]+)/queues/([\w-]+)/tasks", re.ASCII)
 ANSWER_HEAD = (
     "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {length}\r\n"
 )
@@ -60,13 +49,18 @@ ANSWER_HEAD = (
 class Lanes:
     """What the lanes of one site share: the emulator, the guard's rules, and the open connections."""
 
-    def __init__(self, emulator: Emulator, policy: HostPolicy) -> None:
+    def __init__(
+        self, emulator: Emulator, policy: HostPolicy, aiohttp_protocol: Callable[[], asyncio.Protocol]
+    ) -> None:
         self.emulator = emulator
         self.policy = policy
+        #: a new aiohttp protocol, as aiohttp's server makes one for each connection.
+        self.aiohttp_protocol = aiohttp_protocol
         self.open: set[Lane] = set()
         self.closing = False
-        #: requests the lanes answered (the others went to aiohttp).
+        #: requests the lanes answered, and requests they lent to aiohttp.
         self.served = 0
+        self.lent = 0
         self._date = ("", 0)
 
     def date(self) -> str:
@@ -85,29 +79,6 @@ class Lanes:
         for lane in list(self.open):
             if lane.transport is not None:
                 lane.transport.close()
-
-
-class _Head:
-    """httptools' callbacks for one request head: the URL and the headers the lane reads."""
-
-    __slots__ = ("url", "headers", "foreign")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: dict[bytes, bytes] = {}
-        #: a header was seen that hands the request over, or one the lane reads came twice.
-        self.foreign = False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in READ:
-            self.foreign |= name in self.headers
-            self.headers[name] = value
-        elif name in NOT_OURS:
-            self.foreign = True
 
 
 @types.coroutine
@@ -129,18 +100,6 @@ def _carry_on(coro: Coroutine[Any, Any, None], waiting_for: Any) -> Generator[An
             return
 
 
-def queue_path(url: bytes) -> str | None:
-    """``projects/P/locations/L/queues/Q`` of a CreateTask URL the lane takes as written, else None.
-
-    Only names of plain characters: aiohttp decodes escapes, drops fragments and resolves dot
-    segments before it routes, and what it would make of anything else is left to it.
-    """
-    match = CREATE_PATH.fullmatch(url.partition(b"?")[0])
-    if match is None or any(part in (b".", b"..") for part in match.groups()):
-        return None
-    return match[0][4:-6].decode("ascii")
-
-
 class Lane(asyncio.Protocol):
     """One HTTP/1 connection: CreateTask requests answered here, until one that is aiohttp's."""
 
@@ -159,6 +118,13 @@ class Lane(asyncio.Protocol):
         self.handed = False
         #: ``_next`` is running (answers written meanwhile leave the next request to it).
         self.in_next = False
+        #: the aiohttp protocol answering a lent request, and the transport it writes to.
+        self.lending: tuple[asyncio.Protocol, Lent] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered (by the lane, or by aiohttp on loan)."""
+        return self.serving is not None or self.lending is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Count the connection among the site's, and close it after a long idle spell."""
@@ -170,8 +136,13 @@ class Lane(asyncio.Protocol):
         self.timer = loop.call_later(KEEPALIVE_S, self._idle_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """No longer the site's."""
+        """No longer the site's (nor, for a request on loan, aiohttp's)."""
         self._forget()
+        if self.lending is not None:
+            protocol, lent = self.lending
+            self.lending = None
+            lent.detach()
+            protocol.connection_lost(exc)
 
     def _forget(self) -> None:
         self.lanes.open.discard(self)
@@ -182,7 +153,7 @@ class Lane(asyncio.Protocol):
     def _idle_check(self) -> None:
         assert self.transport is not None
         idle = asyncio.get_running_loop().time() - self.idle_since
-        if self.serving is None and idle >= KEEPALIVE_S:  # idle, or a request begun and left unfinished
+        if not self.busy and idle >= KEEPALIVE_S:  # idle, or a request begun and left unfinished
             self.transport.close()
         else:
             self.timer = asyncio.get_running_loop().call_later(max(0.05, KEEPALIVE_S - idle), self._idle_check)
@@ -191,7 +162,7 @@ class Lane(asyncio.Protocol):
         """Serve the next request when it is whole (one at a time, in order)."""
         self.buffer += data
         self.idle_since = asyncio.get_running_loop().time()
-        if self.serving is None:
+        if not self.busy:
             self._next()
         elif len(self.buffer) > MAX_BUFFER and not self.paused and self.transport is not None:
             self.paused = True
@@ -200,7 +171,7 @@ class Lane(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client is done sending: answer what is under way, then close (or let aiohttp finish)."""
         self.eof = True
-        if self.serving is None:
+        if not self.busy:
             self._after_eof()
         return True
 
@@ -226,7 +197,7 @@ class Lane(asyncio.Protocol):
             return  # an answer written from inside the loop below: the loop goes on
         self.in_next = True
         try:
-            while self.serving is None and not self.handed and self.buffer:
+            while not self.busy and not self.handed and self.buffer:
                 if self.transport is None or self.transport.is_closing() or not self._serve_next():
                     return
         finally:
@@ -235,7 +206,7 @@ class Lane(asyncio.Protocol):
     def _serve_next(self) -> bool:
         """Start the first request of the buffer; whether it was answered at once (the next may follow)."""
         buffer = self.buffer
-        if not buffer.startswith(PREFIX[: len(buffer)]):
+        if not could_be_api(buffer):
             self._to_aiohttp()
             return False
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
@@ -243,16 +214,25 @@ class Lane(asyncio.Protocol):
             if len(buffer) >= MAX_HEAD:
                 self._to_aiohttp()
             return False
-        request = self._take(bytes(buffer[: end + 4]))
-        if request is None:
+        verdict = judge(bytes(buffer[: end + 4]), self.lanes.policy)
+        if verdict is None:
             self._to_aiohttp()
             return False
-        path, headers, length = request
-        if len(buffer) < end + 4 + length:
+        size = end + 4 + verdict.length
+        if len(buffer) < size:
             return False  # the body is still coming
-        body = bytes(buffer[end + 4 : end + 4 + length])
-        del buffer[: end + 4 + length]
-        serve = self._serve(path, headers, body)
+        if verdict.path is None:
+            request = bytes(buffer[:size])
+            del buffer[:size]
+            self._lend(request)
+            return False
+        body = bytes(buffer[end + 4 : size])
+        del buffer[:size]
+        return self._start(verdict, body)
+
+    def _start(self, verdict: Verdict, body: bytes) -> bool:
+        assert verdict.path is not None
+        serve = self._serve(verdict.path, verdict.headers, body)
         try:
             # Most adds never wait (the store's statements run in this thread): run it now, without a
             # Task and a turn of the loop, which cost as much as parsing the request.
@@ -263,29 +243,28 @@ class Lane(asyncio.Protocol):
         self.serving = asyncio.ensure_future(_carry_on(serve, waiting_for))
         return False
 
-    def _take(self, head: bytes) -> tuple[str, dict[bytes, bytes], int] | None:
-        """The queue path, headers and body length of a request the lane takes; None for aiohttp's."""
-        got = _Head()
-        parser = httptools.HttpRequestParser(got)
-        try:
-            parser.feed_data(head)
-        except httptools.HttpParserError:
-            return None
-        if got.foreign or parser.get_http_version() != "1.1" or not parser.should_keep_alive():
-            return None
-        headers = got.headers
-        if b"close" in headers.get(b"connection", b"").lower():
-            return None
-        path = queue_path(got.url)
-        raw_length = headers.get(b"content-length", b"")
-        if path is None or not raw_length.isdigit():
-            return None
-        length = int(raw_length)
-        media = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-        host = headers.get(b"host", b"").decode("latin-1")
-        if not 0 < length <= MAX_BODY or media != b"application/json" or not self.lanes.policy.permits(host):
-            return None
-        return path, headers, length
+    def _lend(self, request: bytes) -> None:
+        """Have a new aiohttp protocol answer ``request`` (a whole one) on this connection."""
+        assert self.transport is not None
+        protocol = self.lanes.aiohttp_protocol()
+        lent = Lent(self.transport, self._lent_back)
+        self.lending = (protocol, lent)
+        self.lanes.lent += 1
+        protocol.connection_made(lent)
+        protocol.data_received(request)
+
+    def _lent_back(self, keep: bool) -> None:
+        """aiohttp has answered the lent request: let its protocol go, and read on (or close)."""
+        if self.lending is None:
+            return
+        protocol, lent = self.lending
+        self.lending = None
+        lent.detach()
+        protocol.connection_lost(None)
+        if not keep and self.transport is not None:
+            self.transport.close()
+            return
+        self._read_on()
 
     async def _serve(self, path: str, headers: dict[bytes, bytes], body: bytes) -> None:
         status, answer = 200, b""
@@ -313,6 +292,13 @@ class Lane(asyncio.Protocol):
         head += f"Date: {self.lanes.date()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
         transport.write(head.encode("latin-1") + body)
         self.lanes.served += 1
+        self._read_on()
+
+    def _read_on(self) -> None:
+        """An answer is out: on to the next request (or close, when the client or the site is done)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
         self.idle_since = asyncio.get_running_loop().time()
         if self.paused:
             self.paused = False
