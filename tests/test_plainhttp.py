@@ -169,3 +169,18 @@ def test_bodiless_writes_still_say_their_length() -> None:
     assert made[2] == b"PUT /x HTTP/1.1\r\nHost: localhost:8080\r\nContent-Length: 0\r\n\r\n"
     get = request_head("GET", "http://localhost/x", {}, 0)
     assert get is not None and get[2] == b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-A": "one\ntwo"},
+        {"X-A\nX-B": "v"},
+        {"X-A": "ok", "X-B": "line\r\nInjected: yes"},
+        {"X-A": "caf\u00e9"},
+        {"Bad Name": "v"},
+    ],
+)
+def test_headers_with_line_breaks_or_odd_characters_are_not_written_here(headers: dict[str, str]) -> None:
+    assert request_head("POST", "http://localhost:8080/x", headers, 3) is None
+    assert request_head("POST", "http://localhost:8080/x", {"X-A": "fine", "X-B": "too"}, 3) is not None

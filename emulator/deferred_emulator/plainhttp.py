@@ -13,6 +13,7 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import httptools
@@ -36,8 +37,11 @@ IDLE_S = 4.0
 
 _PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
 _HOST_RE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]]+")
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
+#: Header names, one a line: each a token.
+_TOKENS_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+#: Header values, one a line: tabs and visible ASCII (a line break inside a value shows as an extra
+#: line, which ``request_head`` counts).
+_VALUES_RE = re.compile(r"[\t\x20-\x7e]*(?:\n[\t\x20-\x7e]*)*")
 
 
 class NoAnswer(ConnectionError):
@@ -53,6 +57,32 @@ def request_head(method: str, url: str, headers: Mapping[str, str], body_len: in
     """``(host, port, head)`` of a request this module can send as it is, else None."""
     if method == "HEAD" or not url.startswith("http://"):
         return None
+    target = _target(url)
+    if target is None:
+        return None
+    host, port, path, netloc = target
+    names = "\n".join(headers)
+    values = "\n".join(headers.values())
+    # Two scans of all names and all values at once: one per header cost as much as the rest of the head.
+    if headers:
+        if not _TOKENS_RE.fullmatch(names) or not _VALUES_RE.fullmatch(values):
+            return None
+        if names.count("\n") != len(headers) - 1 or values.count("\n") != len(headers) - 1:
+            return None  # a line break inside a name or a value
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {netloc}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if body_len or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {body_len}")
+    lines.append("\r\n")
+    return host, port, "\r\n".join(lines).encode("ascii")
+
+
+@lru_cache(maxsize=256)
+def _target(url: str) -> tuple[str, int, str, str] | None:
+    """Host, port, path (with the query) and ``host:port`` of a URL this module can send to; None if not.
+
+    Cached: deliveries go to a few URLs over and over (``/_ah/queue/deferred`` above all).
+    """
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port or 80
@@ -63,15 +93,7 @@ def request_head(method: str, url: str, headers: Mapping[str, str], body_len: in
         path += "?" + parts.query
     if not host or parts.username is not None or not _PATH_RE.fullmatch(path) or not _HOST_RE.fullmatch(parts.netloc):
         return None
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}"]
-    for name, value in headers.items():
-        if not _TOKEN_RE.fullmatch(name) or not _VALUE_RE.fullmatch(value):
-            return None
-        lines.append(f"{name}: {value}")
-    if body_len or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {body_len}")
-    lines.append("\r\n")
-    return host, port, "\r\n".join(lines).encode("ascii")
+    return host, port, path, parts.netloc
 
 
 class _Connection(asyncio.Protocol):
@@ -101,9 +123,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         in_head = not self._status
         if in_head:
-            if not self.received and self._answer is not None:
-                self._head_timer = asyncio.get_running_loop().call_later(HEAD_S, self._head_too_slow)
             self._head_size += len(data)
+        first = not self.received
         self.received = True
         try:
             self._parser.feed_data(data)
@@ -111,10 +132,14 @@ class _Connection(asyncio.Protocol):
             self._fail(NoAnswer(f"the app's answer is not HTTP: {exc}"))
             self.close()
             return
-        if in_head and not self._status and self._head_size > HEAD_BYTES:
-            # Still no end of the head after this many bytes: the rest is not read.
-            self._fail(NoAnswer(f"the app's answer has a head over {HEAD_BYTES // 1024} KiB"))
-            self.close()
+        if in_head and not self._status:
+            if self._head_size > HEAD_BYTES:
+                # Still no end of the head after this many bytes: the rest is not read.
+                self._fail(NoAnswer(f"the app's answer has a head over {HEAD_BYTES // 1024} KiB"))
+                self.close()
+            elif first and self._answer is not None and self._head_timer is None:
+                # Only for a head that did not come whole in its first bytes (most do: no timer for them).
+                self._head_timer = asyncio.get_running_loop().call_later(HEAD_S, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
