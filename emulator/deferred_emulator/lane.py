@@ -101,7 +101,8 @@ def _carry_on(coro: Coroutine[Any, Any, None], waiting_for: Any) -> Generator[An
 
 
 class Lane(asyncio.Protocol):
-    """One HTTP/1 connection: CreateTask requests answered here, until one that is aiohttp's."""
+    """One HTTP/1 connection: CreateTask answered here, other API requests lent to aiohttp, until one that
+    gives aiohttp the connection."""
 
     def __init__(self, lanes: Lanes, handover: Callable[[asyncio.Transport, bytes], asyncio.Protocol]) -> None:
         self.lanes = lanes
