@@ -165,11 +165,8 @@ class Access:
         if self._lock.locked():
             return NOT_NOW
         self.check_file()
-        conn = self.db._conn
-        if self.checkpointer is not None:
-            self.checkpointer.finish(conn)
         try:
-            result = fn(conn, *args)
+            result = self._hot(fn, args)
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
@@ -180,17 +177,21 @@ class Access:
             self.checkpointer.written()
         return result
 
+    def _hot(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """A hotpath function on the writer's connection, after the rest of a pending checkpoint."""
+        conn = self.db._conn
+        if self.checkpointer is not None:
+            self.checkpointer.finish(conn)
+        return fn(conn, *args)
+
     async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a hotpath function on the connection in this thread, between other coroutines' statements."""
         result = self.try_now(fn, *args)
         if not isinstance(result, NotNow):
             return result
-        conn = self.db._conn
 
         async def op() -> T:
-            if self.checkpointer is not None:
-                self.checkpointer.finish(conn)
-            return fn(conn, *args)
+            return self._hot(fn, args)
 
         result = await self._retrying(op, write=True)
         if self.checkpointer is not None:

@@ -327,9 +327,7 @@ class Dispatcher:
             self._committer = asyncio.create_task(self._commit_pending(), name="commit outcomes")
             return
         batch, self._to_commit = self._to_commit, []
-        for _, done in batch:
-            if not done.done():  # else its delivery was cancelled (shutdown)
-                done.set_result(None)
+        _tell(batch, [None] * len(batch))
 
     async def _commit_pending(self) -> None:
         try:
@@ -344,13 +342,7 @@ class Dispatcher:
             except Exception:
                 # One bad entry must not keep the others from being recorded.
                 outcomes = [await self._finish_alone(entry) for entry, _ in batch]
-            for (_, done), error in zip(batch, outcomes):
-                if done.done():
-                    continue  # its delivery was cancelled (shutdown)
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
+            _tell(batch, outcomes)
         finally:
             self._committer = None
             if self._to_commit:
@@ -438,3 +430,14 @@ class Dispatcher:
                 delivery.cancel()
             await asyncio.gather(*still, return_exceptions=True)
         self.pool.close()
+
+
+def _tell(batch: Sequence[tuple[Any, asyncio.Future[None]]], errors: Sequence[BaseException | None]) -> None:
+    """Tell each waiting delivery how writing its outcome went."""
+    for (_, done), error in zip(batch, errors):
+        if done.done():
+            continue  # its delivery was cancelled (shutdown)
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

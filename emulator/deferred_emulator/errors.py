@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: What a client is told of an error the emulator did not expect (the log has the traceback).
+INTERNAL_MESSAGE = "Internal error in the emulator; see its log."
+
 
 class EmulatorError(Exception):
     """Raised when a request cannot be honoured; the base of every API error."""

@@ -27,10 +27,11 @@ from aiohttp.http import SERVER_SOFTWARE
 
 from .api.cloudtasks import create_task
 from .api.common import json_bytes, json_object
-from .errors import EmulatorError
+from .errors import INTERNAL_MESSAGE, EmulatorError
 from .guard import HostPolicy
 from .lanehead import MAX_HEAD, Verdict, could_be_api, judge
 from .lend import Lent
+from .middleware import error_body
 
 if TYPE_CHECKING:
     from .service import Emulator
@@ -280,8 +281,7 @@ class Lane(asyncio.Protocol):
             status, answer = exc.status, json_bytes(exc.to_json())
         except Exception:
             logger.exception("unexpected error serving POST /v2/%s/tasks", path)
-            error = {"code": 500, "message": "Internal error in the emulator; see its log.", "status": "INTERNAL"}
-            status, answer = 500, json_bytes({"error": error})
+            status, answer = 500, json_bytes(error_body(500, INTERNAL_MESSAGE, "INTERNAL"))
         self._answer(status, answer)
 
     def _answer(self, status: int, body: bytes) -> None:

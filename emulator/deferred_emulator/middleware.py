@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import EmulatorError
+from .errors import INTERNAL_MESSAGE, EmulatorError
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +28,16 @@ HTTP_STATUS_NAMES = {
 }
 
 
+def error_body(status: int, message: str, rpc_status: str | None = None) -> dict[str, Any]:
+    """The ``{"error": {...}}`` body Google's APIs answer with."""
+    return {
+        "error": {"code": status, "message": message, "status": rpc_status or HTTP_STATUS_NAMES.get(status, "UNKNOWN")}
+    }
+
+
 def error_json(status: int, message: str, rpc_status: str | None = None) -> web.Response:
     """A ``{"error": {...}}`` response."""
-    return web.json_response(
-        {
-            "error": {
-                "code": status,
-                "message": message,
-                "status": rpc_status or HTTP_STATUS_NAMES.get(status, "UNKNOWN"),
-            }
-        },
-        status=status,
-    )
+    return web.json_response(error_body(status, message, rpc_status), status=status)
 
 
 @web.middleware
@@ -61,4 +60,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_json(exc.status, message or exc.reason)
     except Exception:
         logger.exception("unexpected error serving %s %s", request.method, request.path)
-        return error_json(500, "Internal error in the emulator; see its log.", "INTERNAL")
+        return error_json(500, INTERNAL_MESSAGE, "INTERNAL")

@@ -10,11 +10,9 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # noqa: F401 - error_details_pb2 registers Help & co.
 from grpc_status import rpc_status
 
-from ...errors import EmulatorError
+from ...errors import INTERNAL_MESSAGE, EmulatorError
 
 logger = logging.getLogger(__name__)
-
-INTERNAL_MESSAGE = "Internal error in the emulator; see its log."
 
 
 def status_of(exc: EmulatorError) -> grpc.Status:
