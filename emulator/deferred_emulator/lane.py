@@ -18,15 +18,15 @@ import asyncio
 import email.utils
 import logging
 import time
-import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp.http import SERVER_SOFTWARE
 
 from .api.cloudtasks import create_task
 from .api.common import json_bytes, json_object
+from .eager import run_eagerly
 from .errors import INTERNAL_MESSAGE, EmulatorError
 from .guard import HostPolicy
 from .lanehead import MAX_HEAD, Verdict, could_be_api, judge
@@ -82,25 +82,6 @@ class Lanes:
                 lane.transport.close()
 
 
-@types.coroutine
-def _carry_on(coro: Coroutine[Any, Any, None], waiting_for: Any) -> Generator[Any, Any, None]:
-    """Go on with a coroutine started by hand, which yielded ``waiting_for``, as a Task would have run it:
-    what it yields goes to the Task, what the Task sends or throws goes back in."""
-    while True:
-        try:
-            sent = yield waiting_for
-        except BaseException as exc:  # cancelled, say: the coroutine decides
-            try:
-                waiting_for = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            waiting_for = coro.send(sent)
-        except StopIteration:
-            return
-
-
 class Lane(asyncio.Protocol):
     """One HTTP/1 connection: CreateTask answered here, other API requests lent to aiohttp, until one that
     gives aiohttp the connection."""
@@ -111,7 +92,7 @@ class Lane(asyncio.Protocol):
         self.handover = handover
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.serving: asyncio.Task[None] | None = None
+        self.serving: asyncio.Future[None] | None = None
         self.paused = False
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -234,15 +215,11 @@ class Lane(asyncio.Protocol):
 
     def _start(self, verdict: Verdict, body: bytes) -> bool:
         assert verdict.path is not None
-        serve = self._serve(verdict.path, verdict.headers, body)
-        try:
-            # Most adds never wait (the store's statements run in this thread): run it now, without a
-            # Task and a turn of the loop, which cost as much as parsing the request.
-            waiting_for = serve.send(None)
-        except StopIteration:
+        # Most adds never wait: run it now; when it waits (for the store, say), a Task carries it on.
+        carried = run_eagerly(self._serve(verdict.path, verdict.headers, body))
+        if carried is None:
             return True
-        # It waits (for the store, say): a Task carries it on from where it stopped.
-        self.serving = asyncio.ensure_future(_carry_on(serve, waiting_for))
+        self.serving = carried
         return False
 
     def _lend(self, request: bytes) -> None:

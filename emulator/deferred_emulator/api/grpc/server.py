@@ -1,15 +1,16 @@
-"""grpcio's asyncio server, on the event loop of the aiohttp app it serves beside."""
+"""The gRPC services of an app: the connections the front door hands over, and ``--grpc-port``'s own listener."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-import grpc
 from aiohttp import web
 
 from ...app import settings_key
+from ...grpcwire import GrpcWire, Wires
 from ...guard import BodyLimits
-from .services import generic_handlers
+from .services import method_table
 
 logger = logging.getLogger(__name__)
 
@@ -22,33 +23,32 @@ class GrpcServerError(Exception):
 
 
 class GrpcServer:
-    """The gRPC services of one app, listening on the addresses given (``unix:PATH``, ``HOST:PORT``)."""
+    """The gRPC services of one app, on connections handed to it and on ports it listens on."""
 
     def __init__(self, app: web.Application) -> None:
         limits = BodyLimits.for_settings(app[settings_key])
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limits.json_bytes),
-                ("grpc.max_send_message_length", -1),
-                # grpcio binds TCP ports with SO_REUSEPORT by default: a second emulator on the same
-                # --grpc-port would then share it silently instead of failing to start.
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        self.server.add_generic_rpc_handlers(generic_handlers(app))
+        self.wires = Wires(method_table(app), limits.json_bytes)
+        self.servers: list[asyncio.Server] = []
 
-    def listen(self, address: str) -> int:
-        """Listen on ``address`` (before ``start``); the port bound (0 for a unix socket)."""
+    def protocol(self) -> GrpcWire:
+        """A new connection's protocol (the front door gives it the connection it accepted)."""
+        return GrpcWire(self.wires)
+
+    async def listen(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` too; the port bound."""
+        loop = asyncio.get_running_loop()
         try:
-            port = self.server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise GrpcServerError(f"cannot listen for gRPC on {address}: {exc}") from None
-        return port
-
-    async def start(self) -> None:
-        """Start serving."""
-        await self.server.start()
+            server = await loop.create_server(self.protocol, host, port)
+        except OSError as exc:
+            raise GrpcServerError(f"cannot listen for gRPC on {host}:{port}: {exc.strerror or exc}") from None
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Stop accepting calls; those under way get ``grace_s`` seconds to finish."""
-        await self.server.stop(grace_s)
+        """Stop listening; calls under way get ``grace_s`` seconds to finish, then every connection is closed."""
+        for server in self.servers:
+            server.close()
+        await self.wires.close(grace_s)
+        for server in self.servers:
+            await server.wait_closed()
+        self.servers.clear()

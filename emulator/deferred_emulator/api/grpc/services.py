@@ -1,4 +1,4 @@
-"""The gRPC services: each method's request and response message (as google-cloud-tasks ships them) and handler.
+"""The gRPC services: each method's path, request and response message (as google-cloud-tasks ships them) and handler.
 
 google-cloud-tasks ships its messages (proto-plus, whose ``.pb()`` is the protobuf class) but no
 servicer classes, so the method table is spelled out here; names and types are those of its gRPC
@@ -7,12 +7,10 @@ transport (``tasks_v2.services.cloud_tasks.transports.grpc``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
-import grpc
 from aiohttp import web
 from google.cloud import tasks_v2, tasks_v2beta3
 from google.cloud.location import locations_pb2
@@ -25,10 +23,7 @@ from ...errors import InvalidArgument
 from . import cloudtasks as ct
 from .backend import Backend, Method
 from .convert import from_json
-from .status import abort
 from .tojson import to_json
-
-logger = logging.getLogger(__name__)
 
 #: CloudTasks method -> (request type, response type, handler); type names are looked up per API version.
 CLOUD_TASKS: dict[str, tuple[str, str, Method]] = {
@@ -78,48 +73,44 @@ def message_class(module: ModuleType, name: str) -> Any:
     return getattr(module, name).pb()
 
 
-def unary(handler: Method, request_type: Any, response_type: Any, backend: Backend) -> grpc.RpcMethodHandler[Any, Any]:
-    """A unary method: the request as REST JSON to ``handler``, its JSON answer as the response message."""
+class Unary:
+    """One unary method: its request message parsed and turned into REST JSON for ``handler``, whose JSON
+    answer becomes the response message."""
 
-    unreadable = f"The request is not a valid {request_type.DESCRIPTOR.full_name} message."
+    __slots__ = ("handler", "request_type", "response_type", "backend", "unreadable")
 
-    def deserialize(data: bytes) -> Any:
-        # Undecodable bytes reach ``behavior`` as None: grpcio would answer UNKNOWN with a Python traceback's words.
+    def __init__(self, handler: Method, request_type: Any, response_type: Any, backend: Backend) -> None:
+        self.handler = handler
+        self.request_type = request_type
+        self.response_type = response_type
+        self.backend = backend
+        self.unreadable = f"The request is not a valid {request_type.DESCRIPTOR.full_name} message."
+
+    async def __call__(self, data: bytes) -> bytes:
+        """The serialized response to the serialized request ``data``; an EmulatorError for a failed call."""
         try:
-            return request_type.FromString(data)
+            request = self.request_type.FromString(data)
         except DecodeError:
-            return None
-
-    async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            if request is None:
-                raise InvalidArgument(unreadable)
-            answer = await handler(backend, to_json(request))
-            # The REST JSON carries the emulator's own fields too (state, retryCount, ...): not in the proto.
-            return from_json(answer, response_type())
-        except Exception as exc:  # every failure becomes a status, as the REST middleware makes it a JSON error
-            await abort(context, exc)
-
-    return grpc.unary_unary_rpc_method_handler(
-        behavior, request_deserializer=deserialize, response_serializer=response_type.SerializeToString
-    )
+            raise InvalidArgument(self.unreadable) from None
+        answer = await self.handler(self.backend, to_json(request))
+        # The REST JSON carries the emulator's own fields too (state, retryCount, ...): not in the proto.
+        out: bytes = from_json(answer, self.response_type()).SerializeToString()
+        return out
 
 
-def generic_handlers(app: web.Application) -> list[grpc.GenericRpcHandler]:
-    """Every service the emulator serves over gRPC."""
+def method_table(app: web.Application) -> dict[bytes, Unary]:
+    """Every method the emulator serves over gRPC, by its HTTP/2 ``:path`` (``/package.Service/Method``)."""
     backend = Backend(app)
-    out = []
+    out: dict[bytes, Unary] = {}
     for version, module in VERSIONS.items():
         versioned = replace(backend, version=version)
-        methods = {
-            name: unary(handler, message_class(module, req), message_class(module, resp), versioned)
-            for name, (req, resp, handler) in CLOUD_TASKS.items()
-        }
-        out.append(grpc.method_handlers_generic_handler(f"google.cloud.tasks.{version}.CloudTasks", methods))
+        for name, (req, resp, handler) in CLOUD_TASKS.items():
+            path = f"/google.cloud.tasks.{version}.CloudTasks/{name}".encode()
+            out[path] = Unary(handler, message_class(module, req), message_class(module, resp), versioned)
     for service, table in (
         ("google.longrunning.Operations", OPERATIONS),
         ("google.cloud.location.Locations", LOCATIONS),
     ):
-        methods = {name: unary(handler, req, resp, backend) for name, (req, resp, handler) in table.items()}
-        out.append(grpc.method_handlers_generic_handler(service, methods))
+        for name, (req, resp, handler) in table.items():
+            out[f"/{service}/{name}".encode()] = Unary(handler, req, resp, backend)
     return out

@@ -1,33 +1,48 @@
-"""Emulator errors as gRPC statuses, with production's ``google.rpc`` details in ``grpc-status-details-bin``."""
+"""Emulator errors as gRPC statuses: the trailers that carry them, with production's ``google.rpc`` details."""
 
 from __future__ import annotations
 
+import base64
 import logging
-from typing import NoReturn
 
-import grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # noqa: F401 - error_details_pb2 registers Help & co.
-from grpc_status import rpc_status
 
 from ...errors import INTERNAL_MESSAGE, EmulatorError
 
 logger = logging.getLogger(__name__)
 
+#: grpc-message keeps printable ASCII but ``%`` as it is; any other byte is percent-encoded (gRPC over HTTP/2).
+PLAIN_MESSAGE_BYTES = frozenset(range(0x20, 0x7F)) - {0x25}
 
-def status_of(exc: EmulatorError) -> grpc.Status:
-    """The gRPC status (code, message, details) of an emulator error."""
+
+def percent_encoded(message: str) -> bytes:
+    """``message`` as the value of a grpc-message header."""
+    raw = message.encode()
+    if all(b in PLAIN_MESSAGE_BYTES for b in raw):
+        return raw
+    return b"".join(bytes((b,)) if b in PLAIN_MESSAGE_BYTES else b"%%%02X" % b for b in raw)
+
+
+def status_trailers(code: int, message: str, details: bytes = b"") -> list[tuple[bytes, bytes]]:
+    """The trailers of a call ending with status ``code``; ``details``, a serialized ``google.rpc.Status``."""
+    out = [(b"grpc-status", b"%d" % code)]
+    if message:
+        out.append((b"grpc-message", percent_encoded(message)))
+    if details:
+        # Binary headers are base64; gRPC's own implementations send it unpadded.
+        out.append((b"grpc-status-details-bin", base64.b64encode(details).rstrip(b"=")))
+    return out
+
+
+def error_trailers(exc: Exception) -> list[tuple[bytes, bytes]]:
+    """The trailers for a call that raised ``exc`` (INTERNAL, logged, for anything but an EmulatorError)."""
+    if not isinstance(exc, EmulatorError):
+        logger.error("unexpected error serving a gRPC call", exc_info=exc)
+        return status_trailers(code_pb2.INTERNAL, INTERNAL_MESSAGE)
     code = code_pb2.Code.Value(exc.rpc_status)
+    # The whole status rides along too, as Google's servers send it (details or none).
     status = status_pb2.Status(code=code, message=exc.message)
     for detail in exc.details or []:
         json_format.ParseDict(detail, status.details.add())
-    return rpc_status.to_status(status)
-
-
-async def abort(context: grpc.aio.ServicerContext[object, object], exc: Exception) -> NoReturn:
-    """End the call with ``exc`` as its status (INTERNAL, logged, for anything but an EmulatorError)."""
-    if not isinstance(exc, EmulatorError):
-        logger.error("unexpected error serving a gRPC call", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-    status = status_of(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    return status_trailers(code, exc.message, status.SerializeToString())
