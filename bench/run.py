@@ -129,8 +129,8 @@ class Bench:
         n = self.n["gclient"]
 
         def ours(transport: str, own_port: bool = False) -> float:
-            # One port serves REST and gRPC alike, as users run it (gRPC relayed to the gRPC server);
-            # --grpc-port serves gRPC alone, without the relay.
+            # One port serves REST and gRPC alike, as users run it (the front door hands gRPC
+            # connections to the gRPC protocol); --grpc-port serves the same gRPC on a port of its own.
             grpc_port = free_port() if own_port else None
             with self.ours(*(["--grpc-port", str(grpc_port)] if grpc_port else [])) as emu:
                 emu.warm_up()
