@@ -137,6 +137,17 @@ class GrpcWire(asyncio.Protocol):
         """The client will send no more: close."""
         return False
 
+    def pause_writing(self) -> None:
+        """The client reads slower than it asks: read nothing more until it catches up (HEADERS and
+        PING answers are not flow-controlled, so only this bounds what waits to be sent)."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The client caught up: read again."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def go_away(self, code: int, debug: bytes = b"") -> None:
         """Say GOAWAY (streams after the last one opened were not served) and close."""
         self.failed = True
