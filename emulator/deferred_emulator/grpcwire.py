@@ -414,8 +414,10 @@ class GrpcWire(asyncio.Protocol):
         encoding = stream.headers.get(b"grpc-encoding", b"identity")
         wbits = INFLATE_WBITS.get(encoding)
         if wbits is None:
+            # A compressed message without an encoding is the client's error; one we cannot read, ours.
+            code = INTERNAL if encoding == b"identity" else UNIMPLEMENTED
             text = f"Compressed message with grpc-encoding {encoding.decode('latin-1')!r}; gzip and deflate are read."
-            self._end(stream, status_trailers(UNIMPLEMENTED, text), extra=[(b"grpc-accept-encoding", b"gzip,deflate")])
+            self._end(stream, status_trailers(code, text), extra=[(b"grpc-accept-encoding", b"gzip,deflate")])
             return None
         inflater = zlib.decompressobj(wbits)
         try:
