@@ -51,7 +51,7 @@ UINT32 = struct.Struct(">I")
 SETTING = struct.Struct(">HI")
 
 
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+def frame(kind: int, flags: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
     """One frame, its 9-byte head and ``payload``."""
     return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
 
