@@ -22,6 +22,7 @@ from hpack import HPACKError
 from . import h2frames as h2
 from .api.grpc.status import error_trailers, status_trailers
 from .eager import run_eagerly
+from .h2fields import HeaderReader
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class GrpcWire(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.preface = False
-        self.header_reader = h2.HeaderReader()
+        self.header_reader = HeaderReader()
         self.streams: dict[int, Stream] = {}
         #: the highest stream id the client has opened.
         self.last_stream = 0
@@ -255,7 +256,7 @@ class GrpcWire(asyncio.Protocol):
     def _header_block(self, stream_id: int, end_stream: int, block: bytes) -> None:
         try:
             # Every block is decoded, even for a stream that is refused: the table is the connection's.
-            headers = self.header_reader.read(block)
+            fields = self.header_reader.read(block)
         except HPACKError:
             self.go_away(h2.COMPRESSION_ERROR, b"header block not decodable")
             return
@@ -263,6 +264,9 @@ class GrpcWire(asyncio.Protocol):
         if known is not None:  # trailers from the client: its request is complete
             if not end_stream:
                 self.go_away(h2.PROTOCOL_ERROR, b"second HEADERS without END_STREAM")
+            elif fields.pseudo:  # malformed trailers (RFC 9113 §8.1)
+                self._send(h2.rst_stream(stream_id, h2.PROTOCOL_ERROR))
+                self._drop(known)
             elif not known.ended:
                 known.ended = True
                 self._request_done(known)
@@ -271,11 +275,14 @@ class GrpcWire(asyncio.Protocol):
             self.go_away(h2.PROTOCOL_ERROR, b"stream id not above the last one")
             return
         self.last_stream = stream_id
+        if fields.problem is not None:  # a malformed request is a stream error (RFC 9113 §8.1.1)
+            self._send(h2.rst_stream(stream_id, h2.PROTOCOL_ERROR))
+            return
         if len(self.streams) >= MAX_STREAMS or self.wires.closing:
             self._send(h2.rst_stream(stream_id, h2.REFUSED_STREAM))
             return
         stream = Stream(stream_id, self.peer_window)
-        stream.headers = headers
+        stream.headers = fields.headers
         self.streams[stream_id] = stream
         if end_stream:
             stream.ended = True
@@ -326,6 +333,9 @@ class GrpcWire(asyncio.Protocol):
             self.send_window += increment
             self._send_all_pending()
             return
+        if stream_id > self.last_stream:
+            self.go_away(h2.PROTOCOL_ERROR, b"WINDOW_UPDATE on an idle stream")
+            return
         stream = self.streams.get(stream_id)
         if stream is None:
             return  # a stream already closed: nothing to send on it
@@ -357,6 +367,9 @@ class GrpcWire(asyncio.Protocol):
                 delta, self.peer_window = value - self.peer_window, value
                 for open_stream in self.streams.values():
                     open_stream.send_window += delta
+            elif key == h2.SETTINGS_ENABLE_PUSH and value > 1:
+                self.go_away(h2.PROTOCOL_ERROR, b"SETTINGS_ENABLE_PUSH neither 0 nor 1")
+                return
             elif key == h2.SETTINGS_MAX_FRAME_SIZE:
                 if not h2.DEFAULT_MAX_FRAME <= value <= h2.LARGEST_MAX_FRAME:
                     self.go_away(h2.PROTOCOL_ERROR, b"max frame size out of range")
@@ -366,8 +379,9 @@ class GrpcWire(asyncio.Protocol):
         self._send_all_pending()
 
     def _rst_stream(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if stream_id == 0 or len(payload) != 4:
-            self.go_away(h2.PROTOCOL_ERROR if stream_id == 0 else h2.FRAME_SIZE_ERROR, b"bad RST_STREAM")
+        if stream_id == 0 or stream_id > self.last_stream or len(payload) != 4:
+            code = h2.FRAME_SIZE_ERROR if len(payload) != 4 else h2.PROTOCOL_ERROR
+            self.go_away(code, b"RST_STREAM on stream 0 or an idle stream, or of a wrong length")
             return
         stream = self.streams.get(stream_id)
         if stream is not None:

@@ -1,5 +1,4 @@
-"""HTTP/2 frames (RFC 9113 §4 and §6): their types, flags, error codes and settings, how one is written,
-and how header blocks are read.
+"""HTTP/2 frames (RFC 9113 §4 and §6): their types, flags, error codes and settings, and how one is written.
 
 Header blocks the emulator sends are written as HPACK literals "never indexed" with static-table
 names only, so they leave the client's decoding table alone and the same bytes are right on every
@@ -11,7 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack import Encoder, NeverIndexedHeaderTuple
 
 # Frame types.
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -33,6 +32,7 @@ CANCEL = 0x8
 COMPRESSION_ERROR = 0x9
 # Settings.
 SETTINGS_HEADER_TABLE_SIZE = 0x1
+SETTINGS_ENABLE_PUSH = 0x2
 SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 SETTINGS_MAX_FRAME_SIZE = 0x5
@@ -88,38 +88,3 @@ def strip_padding(flags: int, payload: bytes) -> bytes | None:
     if not payload or payload[0] >= len(payload):
         return None
     return payload[1 : len(payload) - payload[0]]
-
-
-class HeaderReader:
-    """A connection's HPACK decoder, which remembers the last block it read.
-
-    Once its table is warm, a gRPC client sends every call to a method with the very same block
-    (indexed fields, and literals it does not index): decoding it again cost about 20 us a call. A
-    block is reused only when reading it left the table as it was, and the table is still as it was
-    then: the same length and the same newest entry (held here, so it cannot be another object at a
-    recycled address).
-    """
-
-    __slots__ = ("decoder", "entries", "last")
-
-    def __init__(self) -> None:
-        self.decoder = Decoder()
-        self.entries = self.decoder.header_table.dynamic_entries
-        #: (block, newest table entry, table length, headers) of a block that left the table alone.
-        self.last: tuple[bytes, object, int, dict[bytes, bytes]] | None = None
-
-    def read(self, block: bytes) -> dict[bytes, bytes]:
-        """The headers of ``block``, by name (the last of a repeated name); never to be changed by the caller.
-
-        Raises ``hpack.HPACKError`` for a block that cannot be decoded.
-        """
-        entries = self.entries
-        newest = entries[0] if entries else None
-        last = self.last
-        if last is not None and last[0] == block and last[1] is newest and last[2] == len(entries):
-            return last[3]
-        size = len(entries)
-        headers = dict(self.decoder.decode(block, raw=True))
-        unchanged = len(entries) == size and (entries[0] if entries else None) is newest
-        self.last = (block, newest, size, headers) if unchanged else None
-        return headers
