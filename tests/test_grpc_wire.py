@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,6 +26,7 @@ import h2.settings
 import pytest
 from aiohttp import web
 from conftest import API, MakeEmulator
+from deferred_emulator.api.common import runtime_key
 from deferred_emulator.app import create_app, settings_key
 from deferred_emulator.frontdoor import FrontSite
 from deferred_emulator.guard import BodyLimits
@@ -43,6 +45,8 @@ WAIT_S = 20.0
 GRACE_S = 1.0
 #: HTTP/2's default SETTINGS_MAX_FRAME_SIZE, which the client never raises here.
 MAX_FRAME = 16_384
+#: What every HTTP/2 client sends first (RFC 9113 §3.4), before its SETTINGS.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Frame types and flags written by hand (RFC 9113 §6).
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 ACK, END_STREAM, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
@@ -368,10 +372,13 @@ class Wire:
 
 
 @contextlib.asynccontextmanager
-async def connect(host: str, auto_ack: bool = True, window: int | None = None) -> AsyncIterator[Wire]:
+async def connect(
+    host: str, auto_ack: bool = True, window: int | None = None, opening: bytes | None = None
+) -> AsyncIterator[Wire]:
     """An HTTP/2 connection to ``host`` (``HOST:PORT``), its preface exchanged; closed at the end.
 
-    ``window``: the SETTINGS_INITIAL_WINDOW_SIZE the client announces for its streams.
+    ``window``: the SETTINGS_INITIAL_WINDOW_SIZE the client announces for its streams. ``opening``:
+    bytes written instead of h2's preface (which h2 then believes it sent), and not waited on.
     """
     address, port = host.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(address, int(port))
@@ -381,8 +388,12 @@ async def connect(host: str, auto_ack: bool = True, window: int | None = None) -
             initial = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
             wire.conn.local_settings = h2.settings.Settings(client=True, initial_values=initial)
         wire.conn.initiate_connection()
-        wire.flush()
-        await wire.until(lambda: wire.remote_settings > 0)
+        if opening is None:
+            wire.flush()
+            await wire.until(lambda: wire.remote_settings > 0)
+        else:
+            wire.conn.data_to_send()
+            wire.write_raw(opening)
         yield wire
     finally:
         writer.close()
@@ -771,21 +782,61 @@ async def test_the_server_opens_with_settings_and_acknowledges_the_clients(make_
         await still_serves(wire)
 
 
-@pytest.mark.parametrize("port", ["main", "grpc-port"])
-async def test_stopping_the_server_closes_an_idle_connection(tmp_path: Any, port: str) -> None:
-    # Started here rather than by make_front_emulator: the test stops it while the client is connected.
-    grpc_port = free_port() if port == "grpc-port" else None
-    app = create_app(Settings(db_path=str(tmp_path / "tasks.sqlite3"), port=0, dispatch=False, grpc_port=grpc_port))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+@dataclass
+class OwnSite:
+    """An emulator served as ``serve`` serves it, which the test stops itself (make_front_emulator stops its
+    own at teardown)."""
+
+    runner: web.AppRunner
+    #: where gRPC is served: the main port, or --grpc-port when asked for.
+    host: str
     stopping: asyncio.Future[None] | None = None
+
+    def stop(self) -> asyncio.Future[None]:
+        """Start stopping the server (once); the future of its stop."""
+        if self.stopping is None:
+            self.stopping = asyncio.ensure_future(self.runner.cleanup())
+        return self.stopping
+
+
+@contextlib.asynccontextmanager
+async def own_site(tmp_path: Path, grpc_port: int | None = None) -> AsyncIterator[OwnSite]:
+    """An emulator on a port of its own (and ``grpc_port``), stopped at the end if the test did not."""
+    settings = Settings(db_path=str(tmp_path / "tasks.sqlite3"), port=0, dispatch=False, grpc_port=grpc_port)
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = OwnSite(runner, "")
     try:
         sock = socket.create_server(("127.0.0.1", 0))
         await FrontSite(runner, sock).start()
-        main = sock.getsockname()[1]
-        async with connect(f"127.0.0.1:{grpc_port or main}") as wire:
+        site.host = f"127.0.0.1:{grpc_port or sock.getsockname()[1]}"
+        yield site
+    finally:
+        await asyncio.wait_for(asyncio.shield(site.stop()), WAIT_S)
+
+
+async def refusing(host: str) -> None:
+    """Return once ``host`` refuses connections (a server stopping closes its listening socket first)."""
+    address, port = host.rsplit(":", 1)
+    async with asyncio.timeout(WAIT_S):
+        for _ in range(10_000):
+            try:
+                _, writer = await asyncio.open_connection(address, int(port))
+            except OSError:  # refused, or reset while the listening socket closed
+                return
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            await asyncio.sleep(0.005)
+    raise AssertionError(f"{host} still accepts connections")
+
+
+@pytest.mark.parametrize("port", ["main", "grpc-port"])
+async def test_stopping_the_server_closes_an_idle_connection(tmp_path: Path, port: str) -> None:
+    async with own_site(tmp_path, free_port() if port == "grpc-port" else None) as site:
+        async with connect(site.host) as wire:
             await still_serves(wire)
-            stopping = asyncio.ensure_future(runner.cleanup())
+            stopping = site.stop()
             # The client sees GOAWAY (any code: a shutdown is no error) and/or the connection close
             await wire.until(lambda: wire.closed or bool(wire.goaways))
             # Stream 1 was answered: no GOAWAY may say it was not processed
@@ -794,8 +845,64 @@ async def test_stopping_the_server_closes_an_idle_connection(tmp_path: Any, port
             # Nothing is left serving: the connection ends
             with contextlib.suppress(ConnectionError):
                 await wire.until(lambda: wire.closed)
-    finally:
-        await (runner.cleanup() if stopping is None else stopping)
+
+
+async def test_a_call_under_way_when_the_server_stops_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not RFC 9113's to require, but the emulator's promise: a stop lets the calls under way finish.
+    async with own_site(tmp_path) as site:
+        emulator = site.runner.app[runtime_key].emulator
+        entered, release = asyncio.Event(), asyncio.Event()
+        get_queue = emulator.get_queue
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            await release.wait()
+            return await get_queue(*args, **kwargs)
+
+        monkeypatch.setattr(emulator, "get_queue", held)
+        async with connect(site.host) as wire:
+            stream_id = wire.start("GetQueue")
+            await wire.send(stream_id, framed(tasks_v2.GetQueueRequest.pb()(name=QUEUE).SerializeToString()))
+            await asyncio.wait_for(entered.wait(), WAIT_S)
+            stopping = site.stop()
+            await refusing(site.host)
+            release.set()
+            reply = wire.replies[stream_id]
+            await wire.until(lambda: reply.done)
+            assert tasks_v2.Queue.pb().FromString(reply.ok()).name == QUEUE
+            await asyncio.wait_for(asyncio.shield(stopping), WAIT_S)
+            with contextlib.suppress(ConnectionError):
+                await wire.until(lambda: wire.closed)
+
+
+@pytest.mark.xfail(strict=True, reason="the server takes any frame first, not only SETTINGS (RFC 9113 §3.4)")
+async def test_a_connection_not_opening_with_settings_is_an_error(make_front_emulator: MakeEmulator) -> None:
+    emu = await make_front_emulator(dispatch=False)
+    # RFC 9113 §3.4: the client's preface is the fixed bytes AND a SETTINGS frame; anything else first
+    # is a connection error (PROTOCOL_ERROR)
+    async with connect(emu.host, opening=PREFACE + raw_frame(PING, 0, 0, b"notfirst")) as wire:
+        assert await wire.dead()
+    async with connect(emu.host) as wire:
+        await still_serves(wire)
+
+
+async def test_many_calls_turn_the_header_tables_over(make_front_emulator: MakeEmulator) -> None:
+    emu = await make_front_emulator(dispatch=False)
+    async with connect(emu.host) as wire:
+        # Each call adds a header of its own (h2 indexes it): the server's 4,096-byte HPACK table evicts
+        # as h2's does, many times over, while the same requests' blocks repeat in between
+        names = []
+        for i in range(120):
+            extra = [("x-call", f"{i:04d}-" + "z" * 60)] if i % 3 else []
+            reply = await wire.call("CreateTask", framed(create_request(str(i).encode(), full=True)), extra)
+            task = task_of(reply)
+            assert task.http_request.body == str(i).encode()
+            names.append(task.name)
+        got = await wire.call("GetTask", framed(get_request(names[0])))
+        assert task_of(got).name == names[0]
+    assert len(set(names)) == 120
 
 
 async def test_padded_prioritised_and_continued_frames_are_read(make_front_emulator: MakeEmulator) -> None:
