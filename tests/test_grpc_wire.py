@@ -161,6 +161,8 @@ class Wire:
         self.remote_settings = 0
         self.goaways: list[GoAway] = []
         self.pending = bytearray()  # bytes of a frame not yet whole
+        #: the stream of every DATA frame received, in order.
+        self.data_frames: list[int] = []
         #: streams opened by hand, which h2 does not know: their frames are read here.
         self.raw_streams: set[int] = set()
         self.closed = False
@@ -201,6 +203,8 @@ class Wire:
 
     def frame(self, frame: bytes) -> None:
         """One frame from the server: to h2 (one at a time, so each event is handled in its frame's order)."""
+        if frame[3] == DATA:
+            self.data_frames.append(int.from_bytes(frame[5:9], "big") & 0x7FFF_FFFF)
         if int.from_bytes(frame[5:9], "big") & 0x7FFF_FFFF in self.raw_streams:
             self.raw_frame_in(frame)
             return
@@ -1094,4 +1098,40 @@ async def test_a_malformed_request_is_not_served(make_front_emulator: MakeEmulat
     listed = await emu.call("GET", f"{API}/queues/default/tasks")
     assert listed.get("tasks", []) == []
     async with connect(emu.host) as wire:
+        await still_serves(wire)
+
+
+async def test_a_stream_reset_while_its_answer_waits_for_window_gets_no_more_of_it(
+    make_front_emulator: MakeEmulator,
+) -> None:
+    emu = await make_front_emulator(dispatch=False)
+    body = bytes(range(256)) * 1200
+    async with connect(emu.host) as wire:
+        name = task_of(await wire.call("CreateTask", framed(create_request(body)))).name
+    # A client that grants no window back: the answer's first 65,535 bytes (the connection's window) come
+    async with connect(emu.host, auto_ack=False, window=1 << 20) as wire:
+        first = wire.start("GetTask")
+        await wire.send(first, framed(get_request(name)))
+        await wire.until(lambda: len(wire.replies[first].data) >= 65_535)
+        # Then the client cancels, and a PING behind its RST_STREAM tells when the server has read it
+        wire.conn.reset_stream(first, ErrorCodes.CANCEL)
+        wire.conn.ping(b"after-rs")
+        wire.flush()
+        await wire.until(lambda: b"after-rs" in wire.pings)
+        read_then = len(wire.data_frames)
+        # RFC 9113 §6.4: no more frames on the stream; the window now granted serves the next call alone
+        wire.auto_ack = True
+        wire.conn.increment_flow_control_window(65_535)
+        second = await wire.call("GetTask", framed(get_request(name)))
+        assert task_of(second).http_request.body == body
+        assert first not in wire.data_frames[read_then:]
+
+
+async def test_a_large_request_to_an_unknown_method_is_answered(make_front_emulator: MakeEmulator) -> None:
+    emu = await make_front_emulator(dispatch=False)
+    async with connect(emu.host) as wire:
+        # 2 MiB, more than any window a server opens at first: it must keep granting window (or reset the
+        # stream once answered) so that the connection is not left without window for the next call
+        reply = await wire.call(f"{SERVICE}/NoSuchMethod", framed(bytes(2 << 20)))
+        assert reply.code == UNIMPLEMENTED, (reply.status, reply.message, reply.reset)
         await still_serves(wire)
