@@ -881,7 +881,6 @@ async def test_a_call_under_way_when_the_server_stops_is_answered(
                 await wire.until(lambda: wire.closed)
 
 
-@pytest.mark.xfail(strict=True, reason="the server takes any frame first, not only SETTINGS (RFC 9113 §3.4)")
 async def test_a_connection_not_opening_with_settings_is_an_error(make_front_emulator: MakeEmulator) -> None:
     emu = await make_front_emulator(dispatch=False)
     # RFC 9113 §3.4: the client's preface is the fixed bytes AND a SETTINGS frame; anything else first

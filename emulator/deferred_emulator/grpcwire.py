@@ -92,7 +92,9 @@ class GrpcWire(asyncio.Protocol):
         self.wires = wires
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        #: the preface's fixed bytes came, and then its SETTINGS frame.
         self.preface = False
+        self.opened = False
         self.header_reader = HeaderReader()
         self.streams: dict[int, Stream] = {}
         #: the highest stream id the client has opened.
@@ -203,6 +205,11 @@ class GrpcWire(asyncio.Protocol):
             self._flush()
 
     def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
+        if not self.opened:  # the client's preface ends with its SETTINGS (RFC 9113 §3.4)
+            if kind != h2.SETTINGS or flags & h2.ACK:
+                self.go_away(h2.PROTOCOL_ERROR, b"the connection preface must end with SETTINGS")
+                return
+            self.opened = True
         if self.continuing is not None and kind != h2.CONTINUATION:
             self.go_away(h2.PROTOCOL_ERROR, b"CONTINUATION expected")
             return
