@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS task (
     UNIQUE (queue, name)
 );
 CREATE INDEX IF NOT EXISTS task_due ON task (queue, state, eta_us);
-CREATE INDEX IF NOT EXISTS task_running ON task (queue) WHERE state='running';
+DROP INDEX IF EXISTS task_running;
 CREATE TABLE IF NOT EXISTS attempt (
     task_id INTEGER NOT NULL,
     number INTEGER NOT NULL,
@@ -75,6 +75,16 @@ CREATE TABLE IF NOT EXISTS entity (
 );
 CREATE INDEX IF NOT EXISTS entity_task ON entity (task_id);
 """
+# task_running (queue) WHERE state='running' is dropped where an older version made it: task_due finds a
+# queue's leased tasks as well, and the index cost two page writes to every delivered task (about 13 us).
+
+#: Distinct queues of the task table, each found by one index step (a loose index scan), for statements
+#: that concern the leased tasks of every queue: ``queue IN (TASK_QUEUES) AND state='running'`` uses task_due.
+TASK_QUEUES = (
+    "SELECT name FROM (WITH RECURSIVE q(name) AS (SELECT (SELECT MIN(queue) FROM task) UNION ALL"
+    " SELECT (SELECT MIN(queue) FROM task WHERE queue > q.name) FROM q WHERE q.name IS NOT NULL)"
+    " SELECT name FROM q WHERE name IS NOT NULL)"
+)
 #: Columns added since a table was first created: (table, column, declaration), added to older databases.
 ADDED_COLUMNS = (("task", "auth", "TEXT"),)
 

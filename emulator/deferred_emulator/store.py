@@ -22,7 +22,15 @@ from .dbaccess import Access, NotNow
 from .dberrors import explain
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
-from .schema import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION, queue_from_row, queue_to_text, task_from_row
+from .schema import (
+    ADDED_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TASK_QUEUES,
+    queue_from_row,
+    queue_to_text,
+    task_from_row,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,7 +196,9 @@ class Store(Access):
 
     async def release_leases(self) -> int:
         """Put every leased task back to waiting: called at start, when no delivery can be in flight."""
-        return await self._exec("UPDATE task SET state='waiting', lease_until_us=NULL WHERE state='running'")
+        return await self._exec(
+            f"UPDATE task SET state='waiting', lease_until_us=NULL WHERE queue IN ({TASK_QUEUES}) AND state='running'"
+        )
 
     async def release_tasks(self, ids: Sequence[int]) -> int:
         """Put these leased tasks back to waiting (their deliveries ended unrecorded); how many were leased."""
@@ -203,7 +213,9 @@ class Store(Access):
 
     async def expire_leases(self, now: int, keep: Collection[int]) -> int:
         """Put tasks whose lease ran out back to waiting, except those in ``keep`` (deliveries under way)."""
-        rows = await self._all("SELECT id FROM task WHERE state='running' AND lease_until_us<=?", (now,))
+        rows = await self._all(
+            f"SELECT id FROM task WHERE queue IN ({TASK_QUEUES}) AND state='running' AND lease_until_us<=?", (now,)
+        )
         ids = [row[0] for row in rows if row[0] not in keep]
         return await self.release_tasks(ids) if ids else 0
 
