@@ -52,3 +52,41 @@ async def test_a_running_emulator_forgets_expired_names(
     assert await tombstone_names(store) == ["recent"]
     refused = await emulator.call("POST", f"{API}/queues/default/tasks", {"task": {"name": "recent"}}, expect=409)
     assert refused["error"]["status"] == "ALREADY_EXISTS"
+
+
+OLD_TOMBSTONE_TABLE = """
+CREATE TABLE tombstone (queue TEXT NOT NULL, name TEXT NOT NULL, until_us INTEGER NOT NULL, PRIMARY KEY (queue, name));
+CREATE INDEX tombstone_until ON tombstone (until_us);
+"""
+
+
+async def test_an_earlier_releases_tombstones_are_kept_in_the_rebuilt_table(tmp_path: Path) -> None:
+    # Given a database an earlier release made, its tombstone table with a rowid, holding two names
+    path = str(tmp_path / "tasks.sqlite3")
+    store = await Store.open(path)
+    await store._exec("DROP TABLE tombstone")
+    for statement in OLD_TOMBSTONE_TABLE.strip().split(";\n"):
+        await store._exec(statement)
+    await store._exec("INSERT INTO tombstone (queue, name, until_us) VALUES ('q', 'kept', 1000), ('q', 'old', 10)")
+    await store.close()
+    # When this release opens it
+    store = await Store.open(path)
+    try:
+        # Then the table is rebuilt without a rowid, its index too, and the names are all there
+        [(sql,)] = await store._all("SELECT sql FROM sqlite_master WHERE type='table' AND name='tombstone'")
+        assert "WITHOUT ROWID" in sql
+        assert await store._all("SELECT name FROM sqlite_master WHERE tbl_name='tombstone' AND type='index'") == [
+            ("tombstone_until",)
+        ]
+        assert await tombstone_names(store) == ["kept", "old"]
+        assert await store.is_tombstoned("q", "kept", 500) and not await store.is_tombstoned("q", "old", 500)
+        assert await store.prune_tombstones(500) == 1
+        assert await tombstone_names(store) == ["kept"]
+    finally:
+        await store.close()
+    # And opening it again leaves it as it is
+    store = await Store.open(path)
+    try:
+        assert await tombstone_names(store) == ["kept"]
+    finally:
+        await store.close()

@@ -24,6 +24,7 @@ from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
 from .schema import (
     ADDED_COLUMNS,
+    REBUILD_TOMBSTONES,
     SCHEMA,
     SCHEMA_VERSION,
     TASK_QUEUES,
@@ -48,6 +49,14 @@ def not_usable(exc: sqlite3.Error, path: str) -> str:
     return f"{path} is not a deferred-emulator database ({exc})"
 
 
+#: Every leased task back to waiting (at start), and the leased tasks whose lease ran out: queue by queue,
+#: through task_due.
+RELEASE_LEASES = (
+    f"UPDATE task SET state='waiting', lease_until_us=NULL WHERE queue IN ({TASK_QUEUES}) AND state='running'"
+)
+EXPIRED_LEASES = f"SELECT id FROM task WHERE queue IN ({TASK_QUEUES}) AND state='running' AND lease_until_us<=?"
+
+
 class Store(Access):
     """The SQLite database behind the emulator."""
 
@@ -66,6 +75,7 @@ class Store(Access):
             await db.execute("PRAGMA busy_timeout=0")
             await cls._check_foreign(db, path)
             await db.executescript(SCHEMA)
+            await cls._rebuild_tombstones(db)
             await cls._add_columns(db)
             await cls._check_version(db)
         except sqlite3.DatabaseError as exc:
@@ -92,6 +102,19 @@ class Store(Access):
             raise StoreError(
                 f"{path} is another program's SQLite database (tables: {shown}), not a deferred-emulator one"
             )
+
+    @staticmethod
+    async def _rebuild_tombstones(db: aiosqlite.Connection) -> None:
+        """Rebuild an earlier release's tombstone table WITHOUT ROWID (see ``REBUILD_TOMBSTONES``)."""
+        async with db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='tombstone'") as cur:
+            row = await cur.fetchone()
+        if row is not None and "WITHOUT ROWID" not in row[0].upper():
+            try:
+                await db.executescript(REBUILD_TOMBSTONES)
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
 
     @staticmethod
     async def _add_columns(db: aiosqlite.Connection) -> None:
@@ -196,9 +219,7 @@ class Store(Access):
 
     async def release_leases(self) -> int:
         """Put every leased task back to waiting: called at start, when no delivery can be in flight."""
-        return await self._exec(
-            f"UPDATE task SET state='waiting', lease_until_us=NULL WHERE queue IN ({TASK_QUEUES}) AND state='running'"
-        )
+        return await self._exec(RELEASE_LEASES)
 
     async def release_tasks(self, ids: Sequence[int]) -> int:
         """Put these leased tasks back to waiting (their deliveries ended unrecorded); how many were leased."""
@@ -213,9 +234,7 @@ class Store(Access):
 
     async def expire_leases(self, now: int, keep: Collection[int]) -> int:
         """Put tasks whose lease ran out back to waiting, except those in ``keep`` (deliveries under way)."""
-        rows = await self._all(
-            f"SELECT id FROM task WHERE queue IN ({TASK_QUEUES}) AND state='running' AND lease_until_us<=?", (now,)
-        )
+        rows = await self._all(EXPIRED_LEASES, (now,))
         ids = [row[0] for row in rows if row[0] not in keep]
         return await self.release_tasks(ids) if ids else 0
 
@@ -414,7 +433,10 @@ class Store(Access):
         In batches, each its own statement, so that a backlog of expired names (one per task delivered)
         never holds the hot paths up for long.
         """
-        sql = "DELETE FROM tombstone WHERE rowid IN (SELECT rowid FROM tombstone WHERE until_us<=? LIMIT ?)"
+        sql = (
+            "DELETE FROM tombstone WHERE (queue, name) IN"
+            " (SELECT queue, name FROM tombstone WHERE until_us<=? ORDER BY until_us LIMIT ?)"
+        )
         total = 0
         while True:
             count = await self._exec(sql, (now, batch))
