@@ -431,6 +431,12 @@ async def still_serves(wire: Wire) -> str:
     return name
 
 
+async def serves_anew(host: str) -> None:
+    """A new connection is served (after one the server ended)."""
+    async with connect(host) as wire:
+        await still_serves(wire)
+
+
 def status_details(reply: Reply) -> Any:
     """The google.rpc.Status in a reply's grpc-status-details-bin (base64, padded or not)."""
     raw = reply.metadata("grpc-status-details-bin")

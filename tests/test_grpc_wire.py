@@ -39,6 +39,7 @@ from h2client import (
     free_port,
     get_request,
     raw_frame,
+    serves_anew,
     status_details,
     still_serves,
     task_of,
@@ -313,8 +314,7 @@ async def test_headers_on_stream_zero_are_a_connection_error(make_front_emulator
         block = wire.conn.encoder.encode(wire.request_headers("CreateTask"))
         wire.write_raw(raw_frame(HEADERS, END_HEADERS | END_STREAM, 0, block))
         assert await wire.dead()
-    async with connect(emu.host) as wire:
-        await still_serves(wire)
+    await serves_anew(emu.host)
 
 
 async def test_data_on_an_idle_stream_is_a_connection_error(make_front_emulator: MakeEmulator) -> None:
@@ -324,8 +324,7 @@ async def test_data_on_an_idle_stream_is_a_connection_error(make_front_emulator:
         wire.write_raw(raw_frame(DATA, END_STREAM, 99, framed(create_request())))
         # RFC 9113 §5.1: anything but HEADERS or PRIORITY on an idle stream is a PROTOCOL_ERROR
         assert await wire.dead()
-    async with connect(emu.host) as wire:
-        await still_serves(wire)
+    await serves_anew(emu.host)
 
 
 async def test_a_stream_id_lower_than_one_opened_is_a_connection_error(make_front_emulator: MakeEmulator) -> None:

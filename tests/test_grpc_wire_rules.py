@@ -49,6 +49,7 @@ from h2client import (
     free_port,
     get_request,
     raw_frame,
+    serves_anew,
     still_serves,
     taken_block,
     task_of,
@@ -157,8 +158,7 @@ async def test_a_connection_not_opening_with_settings_is_an_error(make_front_emu
     # is a connection error (PROTOCOL_ERROR)
     async with connect(emu.host, opening=PREFACE + raw_frame(PING, 0, 0, b"notfirst")) as wire:
         assert await wire.dead()
-    async with connect(emu.host) as wire:
-        await still_serves(wire)
+    await serves_anew(emu.host)
 
 
 async def test_many_calls_turn_the_header_tables_over(make_front_emulator: MakeEmulator) -> None:
@@ -282,8 +282,7 @@ async def test_a_frame_no_client_may_send_is_a_connection_error(make_front_emula
         await still_serves(wire)  # stream 1, closed; 3 and up idle
         wire.write_raw(CONNECTION_ERRORS[case](wire))
         assert await wire.dead()
-    async with connect(emu.host) as wire:
-        await still_serves(wire)
+    await serves_anew(emu.host)
 
 
 async def test_an_interrupted_header_block_is_a_connection_error(make_front_emulator: MakeEmulator) -> None:
@@ -313,8 +312,7 @@ async def test_a_frame_over_the_servers_max_frame_size_is_an_error(make_front_em
         # RFC 9113 §4.2: a frame carrying a field block over SETTINGS_MAX_FRAME_SIZE is a connection error
         wire.write_raw(raw_frame(HEADERS, END_HEADERS | END_STREAM, stream_id, block))
         assert await wire.dead()
-    async with connect(emu.host) as wire:
-        await still_serves(wire)
+    await serves_anew(emu.host)
 
 
 async def test_a_stream_over_the_concurrency_limit_is_refused(make_front_emulator: MakeEmulator) -> None:
@@ -366,8 +364,7 @@ async def test_a_malformed_request_is_not_served(make_front_emulator: MakeEmulat
         assert wire.goaways or reply.reset is not None or reply.code not in (None, OK), reply
     listed = await emu.call("GET", f"{API}/queues/default/tasks")
     assert listed.get("tasks", []) == []
-    async with connect(emu.host) as wire:
-        await still_serves(wire)
+    await serves_anew(emu.host)
 
 
 async def test_a_stream_reset_while_its_answer_waits_for_window_gets_no_more_of_it(
