@@ -81,8 +81,11 @@ class Sniffer(asyncio.Protocol):
 
     def to_grpc(self) -> None:
         """Hand the connection to the gRPC server's protocol, with what was read."""
-        assert self.transport is not None and self.site.grpc is not None
+        assert self.transport is not None
         self.decided()
+        if self.site.grpc is None:  # the site is stopping
+            self.transport.close()
+            return
         wire = self.site.grpc.protocol()
         self.transport.set_protocol(wire)
         wire.connection_made(self.transport)
