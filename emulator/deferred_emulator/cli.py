@@ -249,7 +249,7 @@ def check_issuer(value: object) -> str | None:
 
 
 def check_port_free(host: str, port: int | None) -> None:
-    """Fail with one line if ``port`` is taken (grpcio would log lines of its own before failing)."""
+    """Fail with one line if ``port`` is taken, before anything else starts."""
     if not port:
         return
     try:
