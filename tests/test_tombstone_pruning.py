@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
+import pytest
 from conftest import API, MakeEmulator, RecordingApp
-from deferred_emulator.store import Store
+from deferred_emulator.store import Store, StoreError
 
 
 async def tombstone_names(store: Store) -> list[str]:
@@ -88,5 +90,31 @@ async def test_an_earlier_releases_tombstones_are_kept_in_the_rebuilt_table(tmp_
     store = await Store.open(path)
     try:
         assert await tombstone_names(store) == ["kept"]
+    finally:
+        await store.close()
+
+
+async def test_an_earlier_releases_database_locked_by_another_program_is_one_clear_line(tmp_path: Path) -> None:
+    # Given an earlier release's database, and another program holding its write lock
+    path = str(tmp_path / "tasks.sqlite3")
+    store = await Store.open(path)
+    await store._exec("DROP TABLE tombstone")
+    for statement in OLD_TOMBSTONE_TABLE.strip().split(";\n"):
+        await store._exec(statement)
+    await store.close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        # When this release opens it, then it says who is in the way (not that the file is foreign)
+        with pytest.raises(StoreError, match="locked by another program"):
+            await Store.open(path)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # And once the lock is gone, the database opens and is brought up to date
+    store = await Store.open(path)
+    try:
+        [(sql,)] = await store._all("SELECT sql FROM sqlite_master WHERE type='table' AND name='tombstone'")
+        assert "WITHOUT ROWID" in sql
     finally:
         await store.close()

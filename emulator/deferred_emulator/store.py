@@ -19,7 +19,7 @@ import aiosqlite
 from . import hotpath
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .dbaccess import Access, NotNow
-from .dberrors import explain
+from .dberrors import explain, is_busy
 from .hotpath import TASK_COLUMNS
 from .models import Attempt, NewTask, QueueConfig, Task, TaskState
 from .schema import (
@@ -44,7 +44,8 @@ class StoreError(Exception):
 def not_usable(exc: sqlite3.Error, path: str) -> str:
     """One line for a database that cannot be used at startup: corrupt (with the way out), or not ours."""
     text = str(exc).lower()
-    if "malformed" in text or "corrupt" in text:
+    if "malformed" in text or "corrupt" in text or is_busy(exc):
+        # Opening an earlier release's database writes to it once (its schema brought up to date).
         return explain(exc, path)
     return f"{path} is not a deferred-emulator database ({exc})"
 
