@@ -45,8 +45,6 @@ class Wires:
         self.max_message = max_message
         self.open: set[GrpcWire] = set()
         self.closing = False
-        #: calls answered (statuses included).
-        self.answered = 0
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Let calls under way finish (for at most ``timeout_s``), then say GOAWAY and close every connection."""
@@ -427,7 +425,6 @@ class GrpcWire(asyncio.Protocol):
 
     def _answer(self, stream: Stream, message: bytes) -> None:
         """HEADERS, the response message in DATA as the windows allow, and the OK trailers."""
-        self.wires.answered += 1
         if stream.reset or self.transport is None:
             self.streams.pop(stream.id, None)
             return
@@ -445,7 +442,6 @@ class GrpcWire(asyncio.Protocol):
         extra: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         """End the call with a status alone (gRPC's "trailers-only" answer)."""
-        self.wires.answered += 1
         if stream.reset or self.transport is None:
             self.streams.pop(stream.id, None)
             return
