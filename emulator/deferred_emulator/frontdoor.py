@@ -83,7 +83,7 @@ class Sniffer(asyncio.Protocol):
         """Hand the connection to the gRPC server's protocol, with what was read."""
         assert self.transport is not None
         self.decided()
-        if self.site.grpc is None:  # the site is stopping
+        if self.site.grpc is None or self.site.grpc.wires.closing:  # the site is stopping
             self.transport.close()
             return
         wire = self.site.grpc.protocol()

@@ -94,9 +94,12 @@ class GrpcWire(asyncio.Protocol):
         self.last_stream = 0
         #: (stream id, END_STREAM flag, block so far) while CONTINUATION frames are due.
         self.continuing: tuple[int, int, bytearray] | None = None
+        #: what the client's connection window still lets us send.
         self.send_window = h2.DEFAULT_WINDOW
+        #: the client's SETTINGS: each new stream's window, and the largest frame it takes.
         self.peer_window = h2.DEFAULT_WINDOW
         self.peer_max_frame = h2.DEFAULT_MAX_FRAME
+        #: bytes received on the connection and not yet granted back.
         self.unacked = 0
         #: frames made while reading, written together when the read is done (None: write at once).
         self.out: list[bytes] | None = None
