@@ -62,15 +62,23 @@ CREATE INDEX tombstone_until ON tombstone (until_us);
 """
 
 
+async def earlier_release_database(path: str, *names: tuple[str, int]) -> None:
+    """A database as an earlier release left it: its tombstone table with a rowid, holding ``names``."""
+    store = await Store.open(path)
+    try:
+        await store._exec("DROP TABLE tombstone")
+        for statement in OLD_TOMBSTONE_TABLE.strip().split(";\n"):
+            await store._exec(statement)
+        for name, until_us in names:
+            await store._exec("INSERT INTO tombstone (queue, name, until_us) VALUES ('q', ?, ?)", (name, until_us))
+    finally:
+        await store.close()
+
+
 async def test_an_earlier_releases_tombstones_are_kept_in_the_rebuilt_table(tmp_path: Path) -> None:
     # Given a database an earlier release made, its tombstone table with a rowid, holding two names
     path = str(tmp_path / "tasks.sqlite3")
-    store = await Store.open(path)
-    await store._exec("DROP TABLE tombstone")
-    for statement in OLD_TOMBSTONE_TABLE.strip().split(";\n"):
-        await store._exec(statement)
-    await store._exec("INSERT INTO tombstone (queue, name, until_us) VALUES ('q', 'kept', 1000), ('q', 'old', 10)")
-    await store.close()
+    await earlier_release_database(path, ("kept", 1000), ("old", 10))
     # When this release opens it
     store = await Store.open(path)
     try:
@@ -97,11 +105,7 @@ async def test_an_earlier_releases_tombstones_are_kept_in_the_rebuilt_table(tmp_
 async def test_an_earlier_releases_database_locked_by_another_program_is_one_clear_line(tmp_path: Path) -> None:
     # Given an earlier release's database, and another program holding its write lock
     path = str(tmp_path / "tasks.sqlite3")
-    store = await Store.open(path)
-    await store._exec("DROP TABLE tombstone")
-    for statement in OLD_TOMBSTONE_TABLE.strip().split(";\n"):
-        await store._exec(statement)
-    await store.close()
+    await earlier_release_database(path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
