@@ -305,8 +305,9 @@ class GrpcWire(asyncio.Protocol):
             return
         body = stream.body
         body += data
-        if len(body) >= 5 and int.from_bytes(body[1:5], "big") > self.wires.max_message:
-            refused = too_large(int.from_bytes(body[1:5], "big"), self.wires.max_message)
+        announced = int.from_bytes(body[1:5], "big") if len(body) >= 5 else 0
+        if announced > self.wires.max_message:
+            refused = too_large(announced, self.wires.max_message)
             self._end(stream, refused.trailers)
             return
         if flags & h2.END_STREAM:

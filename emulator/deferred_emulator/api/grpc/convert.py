@@ -40,14 +40,18 @@ INT_TYPES = {
 }
 
 
+def string_values(entry: Descriptor) -> bool:
+    """Whether a map's entry type holds plain strings (whose JSON form is the same dict)."""
+    value = entry.fields_by_name["value"]
+    return value.message_type is None and value.type == FieldDescriptor.TYPE_STRING
+
+
 def _kind(field: FieldDescriptor) -> int:
     repeated = field.is_repeated
     message = field.message_type
     if message is not None:
         if message.GetOptions().map_entry:
-            value = message.fields_by_name["value"]
-            plain = value.message_type is None and value.type == FieldDescriptor.TYPE_STRING
-            return STRING_MAP if plain else OTHER
+            return STRING_MAP if string_values(message) else OTHER
         if message.full_name == TIMESTAMP and not repeated:
             return TIME
         if message.full_name == DURATION and not repeated:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from urllib.parse import quote
 
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # noqa: F401 - error_details_pb2 registers Help & co.
@@ -13,15 +14,12 @@ from ...errors import INTERNAL_MESSAGE, EmulatorError
 logger = logging.getLogger(__name__)
 
 #: grpc-message keeps printable ASCII but ``%`` as it is; any other byte is percent-encoded (gRPC over HTTP/2).
-PLAIN_MESSAGE_BYTES = frozenset(range(0x20, 0x7F)) - {0x25}
+PLAIN_MESSAGE_CHARS = "".join(chr(c) for c in range(0x20, 0x7F) if c != 0x25)
 
 
 def percent_encoded(message: str) -> bytes:
     """``message`` as the value of a grpc-message header."""
-    raw = message.encode()
-    if all(b in PLAIN_MESSAGE_BYTES for b in raw):
-        return raw
-    return b"".join(bytes((b,)) if b in PLAIN_MESSAGE_BYTES else b"%%%02X" % b for b in raw)
+    return quote(message, safe=PLAIN_MESSAGE_CHARS).encode("ascii")
 
 
 def status_trailers(code: int, message: str, details: bytes = b"") -> list[tuple[bytes, bytes]]:

@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from .convert import DURATION, INT_TYPES, TIMESTAMP
+from .convert import DURATION, INT_TYPES, TIMESTAMP, string_values
 
 #: How a field's value becomes JSON, decided once per message type.
 PLAIN, INT, ENUM, BYTES, WKT, MESSAGE, MESSAGES, STRINGS, STRING_MAP, OTHER = range(10)
@@ -36,9 +36,7 @@ def _kind(field: FieldDescriptor) -> int:
     message = field.message_type
     if message is not None:
         if message.GetOptions().map_entry:
-            value = message.fields_by_name["value"]
-            plain = value.message_type is None and value.type == FieldDescriptor.TYPE_STRING
-            return STRING_MAP if plain else OTHER
+            return STRING_MAP if string_values(message) else OTHER
         if field.is_repeated:
             return OTHER if message.full_name.startswith("google.protobuf.") else MESSAGES
         if message.full_name in (TIMESTAMP, DURATION):
